@@ -1,0 +1,240 @@
+//! Logging as the upstream driver shows it (`test_driver/logger.py`), built on `tracing`.
+//!
+//! ntd-core never prints. It emits `tracing` events and spans with target [`TARGET`] and a few
+//! well-known fields; sinks ([`terminal`] now; XML, JUnit and OpenTelemetry later) turn them into
+//! output. The vocabulary is upstream's:
+//!
+//! - a *line* ([`log`]): upstream's `log(message, {"machine": name})`, shown as `name: message`;
+//! - a *leveled* line ([`info`], [`warning`], [`error`], [`debug`]), filtered by `--log-level`;
+//! - a *serial* line ([`serial`]): one line of a machine's console, `name # line`;
+//! - a *test error* line ([`test_error`]): the `!!! ` lines of a failed test;
+//! - a *nested block* ([`block`], [`nested`]): upstream's `nested(message)`, a span whose start
+//!   prints the message and whose successful end prints `(finished: message, in X.XX seconds)`.
+//!
+//! Because blocks are spans, the nesting follows the code (async tasks included) and an
+//! OpenTelemetry layer sees the same tree.
+
+pub mod terminal;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use tracing::Instrument;
+
+/// The `tracing` target of every ntd event and span.
+pub const TARGET: &str = "ntd";
+
+/// Field names shared by the emitters here and the sinks.
+pub mod field {
+    /// The machine a line or block belongs to (upstream's `machine` attribute).
+    pub const MACHINE: &str = "machine";
+    /// The kind of an event: one of the `KIND_*` constants.
+    pub const KIND: &str = "ntd.kind";
+    /// The message of a nested block; spans without it are not log blocks.
+    pub const BLOCK: &str = "ntd.block";
+    /// Extra attributes of a block (upstream's `attributes` dict), as a JSON object.
+    pub const ATTRS: &str = "ntd.attrs";
+    /// Recorded as `true` on a block whose body failed: it ends without a `finished` line.
+    pub const FAILED: &str = "ntd.failed";
+    /// Event kind: an unfiltered line.
+    pub const KIND_LOG: &str = "log";
+    /// Event kind: a line filtered by the log level.
+    pub const KIND_LEVELED: &str = "leveled";
+    /// Event kind: a serial console line.
+    pub const KIND_SERIAL: &str = "serial";
+    /// Event kind: a line of a failed test's report.
+    pub const KIND_TEST_ERROR: &str = "test_error";
+}
+
+/// Upstream's `LogLevel`: which leveled lines are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Everything, including debug lines.
+    Debug = 1,
+    /// The default.
+    Info = 2,
+    /// Warnings and errors.
+    Warning = 3,
+    /// Errors only.
+    Error = 4,
+}
+
+impl LogLevel {
+    /// The level named as on upstream's command line (`debug`, `info`, `warning`, `error`).
+    pub fn from_name(name: &str) -> Option<LogLevel> {
+        match name.to_ascii_lowercase().as_str() {
+            "debug" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warning" => Some(LogLevel::Warning),
+            "error" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
+
+    fn from_u8(value: u8) -> LogLevel {
+        match value {
+            1 => LogLevel::Debug,
+            3 => LogLevel::Warning,
+            4 => LogLevel::Error,
+            _ => LogLevel::Info,
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+        })
+    }
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+static PRINT_SERIAL: AtomicBool = AtomicBool::new(true);
+
+/// Set the level below which leveled lines are hidden, in every sink (upstream's
+/// `set_log_level`, `--log-level`).
+pub fn set_level(level: LogLevel) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// The current log level.
+pub fn level() -> LogLevel {
+    LogLevel::from_u8(LEVEL.load(Ordering::Relaxed))
+}
+
+/// Show or hide serial console lines in every sink (upstream's `serial_stdout_on/off`).
+pub fn set_print_serial(enable: bool) {
+    PRINT_SERIAL.store(enable, Ordering::Relaxed);
+}
+
+/// Whether serial console lines are shown.
+pub fn print_serial() -> bool {
+    PRINT_SERIAL.load(Ordering::Relaxed)
+}
+
+/// A line, always shown: upstream's `logger.log(message, {"machine": machine})`.
+pub fn log(machine: Option<&str>, message: &str) {
+    tracing::info!(target: TARGET, machine, "ntd.kind" = field::KIND_LOG, "{message}");
+}
+
+/// A leveled line at info level.
+pub fn info(machine: Option<&str>, message: &str) {
+    tracing::info!(target: TARGET, machine, "ntd.kind" = field::KIND_LEVELED, "{message}");
+}
+
+/// A leveled line at warning level.
+pub fn warning(machine: Option<&str>, message: &str) {
+    tracing::warn!(target: TARGET, machine, "ntd.kind" = field::KIND_LEVELED, "{message}");
+}
+
+/// A leveled line at error level (always shown).
+pub fn error(machine: Option<&str>, message: &str) {
+    tracing::error!(target: TARGET, machine, "ntd.kind" = field::KIND_LEVELED, "{message}");
+}
+
+/// A leveled line at debug level.
+pub fn debug(machine: Option<&str>, message: &str) {
+    tracing::debug!(target: TARGET, machine, "ntd.kind" = field::KIND_LEVELED, "{message}");
+}
+
+/// One line of a machine's serial console.
+pub fn serial(machine: &str, line: &str) {
+    tracing::info!(target: TARGET, machine, "ntd.kind" = field::KIND_SERIAL, "{line}");
+}
+
+/// One line of a failed test's report (upstream's `log_test_error`, the `!!! ` lines).
+pub fn test_error(line: &str) {
+    tracing::error!(target: TARGET, machine = None::<&str>, "ntd.kind" = field::KIND_TEST_ERROR, "{line}");
+}
+
+/// Open a nested block: a span that sinks show as upstream's `nested(message, attributes)`.
+/// It is a child of the current span. Drop it to end the block; call [`mark_failed`] first if
+/// its body failed, so it ends without a `finished` line as upstream's does.
+///
+/// The span's name is `name` (for tracing and telemetry, e.g. `machine.succeed`); the block's
+/// text is `message`.
+pub fn block(machine: Option<&str>, message: &str, attrs: &[(&str, &str)]) -> tracing::Span {
+    let attrs = if attrs.is_empty() {
+        None
+    } else {
+        let map: serde_json::Map<String, serde_json::Value> =
+            attrs.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v))).collect();
+        Some(serde_json::Value::Object(map).to_string())
+    };
+    tracing::info_span!(
+        target: TARGET,
+        "nested",
+        machine,
+        "ntd.block" = message,
+        "ntd.attrs" = attrs,
+        "ntd.failed" = tracing::field::Empty,
+    )
+}
+
+/// Mark a block as failed: it ends without a `finished` line.
+pub fn mark_failed(span: &tracing::Span) {
+    span.record(field::FAILED, true);
+}
+
+/// Run `body` inside a nested block, ending it as failed if `body` returns an error.
+pub async fn nested<T, E, F>(machine: Option<&str>, message: &str, body: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let span = block(machine, message, &[]);
+    let result = body.instrument(span.clone()).await;
+    if result.is_err() {
+        mark_failed(&span);
+    }
+    result
+}
+
+/// Python's `repr()` of a bytes object, as upstream logs guest output (`b'...\n'`).
+pub fn bytes_repr(bytes: &[u8]) -> String {
+    let quote = if bytes.contains(&b'\'') && !bytes.contains(&b'"') { '"' } else { '\'' };
+    let mut out = String::with_capacity(bytes.len() + 3);
+    out.push('b');
+    out.push(quote);
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b if b as char == quote => {
+                out.push('\\');
+                out.push(quote);
+            }
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_repr_matches_python() {
+        assert_eq!(bytes_repr(b"Spawning backdoor root shell...\n"), r"b'Spawning backdoor root shell...\n'");
+        assert_eq!(bytes_repr(b"it's"), r#"b"it's""#);
+        assert_eq!(bytes_repr(b"'\""), r#"b'\'"'"#);
+        assert_eq!(bytes_repr(&[0, 0x1b, 0xff, b'\\']), r"b'\x00\x1b\xff\\'");
+    }
+
+    #[test]
+    fn level_names_round_trip() {
+        for name in ["debug", "info", "warning", "error"] {
+            assert_eq!(LogLevel::from_name(name).expect("known level").to_string(), name);
+        }
+        assert_eq!(LogLevel::from_name("verbose"), None);
+    }
+}

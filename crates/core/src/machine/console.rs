@@ -1,0 +1,210 @@
+//! The serial console: QEMU's `-serial stdio`, read line by line into the log.
+//!
+//! As upstream (`process_serial_output`): every line has `\r` removed and trailing whitespace
+//! stripped, goes into the machine's console log (`get_console_log`) and is logged as
+//! `name # line`. Unlike upstream, terminal escape sequences (colours, cursor movement from
+//! systemd or a boot menu) are removed with a real VT parser, and undecodable bytes are dropped.
+
+use std::sync::Mutex;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::ChildStdout;
+use tokio::sync::watch;
+
+/// A line longer than this is split: a guest printing without newlines must not grow memory.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Splits a byte stream into clean text lines.
+pub struct LineSplitter {
+    parser: vte::Parser,
+    lines: LineCollector,
+}
+
+#[derive(Default)]
+struct LineCollector {
+    current: String,
+    done: Vec<String>,
+}
+
+impl LineCollector {
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.current);
+        self.done.push(line.trim_end().to_owned());
+    }
+}
+
+impl vte::Perform for LineCollector {
+    fn print(&mut self, c: char) {
+        // The parser turns invalid UTF-8 into U+FFFD; upstream ignores undecodable bytes.
+        if c != char::REPLACEMENT_CHARACTER {
+            self.current.push(c);
+            if self.current.len() >= MAX_LINE {
+                self.end_line();
+            }
+        }
+    }
+
+    fn execute(&mut self, byte: u8) {
+        match byte {
+            b'\n' => self.end_line(),
+            b'\t' => self.current.push('\t'),
+            // `\r`, bells, backspaces and other controls carry no text.
+            _ => {}
+        }
+    }
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        LineSplitter { parser: vte::Parser::new(), lines: LineCollector::default() }
+    }
+}
+
+impl LineSplitter {
+    /// Feed bytes; returns the lines they completed.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.parser.advance(&mut self.lines, bytes);
+        std::mem::take(&mut self.lines.done)
+    }
+
+    /// The unterminated last line, if any (at end of stream).
+    pub fn finish(&mut self) -> Option<String> {
+        if self.lines.current.is_empty() {
+            return None;
+        }
+        self.lines.end_line();
+        self.lines.done.pop()
+    }
+}
+
+/// A machine's console log since its last start.
+#[derive(Debug)]
+pub struct Console {
+    lines: Mutex<Vec<String>>,
+    /// The number of lines so far; waiters watch it.
+    count: watch::Sender<usize>,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console { lines: Mutex::new(Vec::new()), count: watch::Sender::new(0) }
+    }
+}
+
+impl Console {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        match self.lines.lock() {
+            Ok(lines) => lines,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Forget everything (a new boot starts a new log, as upstream).
+    pub fn clear(&self) {
+        self.lock().clear();
+        self.count.send_replace(0);
+    }
+
+    fn push(&self, line: String) {
+        let mut lines = self.lock();
+        lines.push(line);
+        let n = lines.len();
+        drop(lines);
+        self.count.send_replace(n);
+    }
+
+    /// All lines, joined by `\n` (upstream's `get_console_log`).
+    pub fn text(&self) -> String {
+        self.lock().join("\n")
+    }
+
+    /// The last `n` lines, for error messages.
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let lines = self.lock();
+        lines[lines.len().saturating_sub(n)..].to_vec()
+    }
+
+    /// Lines from index `from` on.
+    pub fn lines_from(&self, from: usize) -> Vec<String> {
+        let lines = self.lock();
+        lines.get(from..).map(<[String]>::to_vec).unwrap_or_default()
+    }
+
+    /// A receiver that changes whenever a line arrives.
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+}
+
+/// Read QEMU's stdout until it closes, logging each line as `machine # line`.
+pub async fn pump(mut stdout: ChildStdout, machine: String, console: std::sync::Arc<Console>) {
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stdout.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for line in splitter.push(&buf[..n]) {
+            crate::log::serial(&machine, &line);
+            console.push(line);
+        }
+    }
+    if let Some(line) = splitter.finish() {
+        crate::log::serial(&machine, &line);
+        console.push(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_escapes_and_carriage_returns() {
+        let mut splitter = LineSplitter::default();
+        let lines = splitter.push(b"\x1b[0;32m  OK  \x1b[0m] Started \x1b]0;title\x07unit.\r\n\x1b[?25lplain  \t \n");
+        assert_eq!(lines, vec!["  OK  ] Started unit.", "plain"]);
+    }
+
+    #[test]
+    fn lines_may_span_chunks_and_utf8_may_split() {
+        let mut splitter = LineSplitter::default();
+        let text = "héllo wörld\nsecond";
+        let bytes = text.as_bytes();
+        let mut lines = Vec::new();
+        for b in bytes {
+            lines.extend(splitter.push(std::slice::from_ref(b)));
+        }
+        assert_eq!(lines, vec!["héllo wörld"]);
+        assert_eq!(splitter.finish().as_deref(), Some("second"));
+        assert_eq!(splitter.finish(), None);
+    }
+
+    #[test]
+    fn invalid_bytes_are_dropped() {
+        let mut splitter = LineSplitter::default();
+        assert_eq!(splitter.push(b"a\xffb\xc3\n"), vec!["ab"]);
+    }
+
+    #[test]
+    fn long_lines_are_split() {
+        let mut splitter = LineSplitter::default();
+        let lines = splitter.push(&vec![b'x'; MAX_LINE * 2 + 5]);
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.len() == MAX_LINE));
+    }
+
+    #[test]
+    fn console_keeps_lines_and_tail() {
+        let console = Console::default();
+        for i in 0..5 {
+            console.push(format!("line {i}"));
+        }
+        assert_eq!(console.tail(2), vec!["line 3", "line 4"]);
+        assert_eq!(console.text().lines().count(), 5);
+        assert_eq!(*console.subscribe().borrow(), 5);
+        console.clear();
+        assert_eq!(console.text(), "");
+    }
+}

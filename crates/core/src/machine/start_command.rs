@@ -1,0 +1,121 @@
+//! How a machine is started: upstream's `QemuStartCommand`.
+//!
+//! The start command (a `run-<name>-vm` script, or any shell command for `create_machine`) is
+//! run by a shell with upstream's QEMU arguments appended, in the machine's state directory,
+//! with `TMPDIR`/`SHARED_DIR`/`USE_TMPDIR` set so the script keeps its state there and shares
+//! `shared-xchg` with the guest as `/tmp/shared`.
+
+use std::path::Path;
+
+/// The sockets and directories one machine uses.
+#[derive(Debug, Clone)]
+pub struct StartPaths<'a> {
+    /// The machine's state directory (cwd and `TMPDIR` of the start script).
+    pub state_dir: &'a Path,
+    /// The directory shared by all machines (`SHARED_DIR`).
+    pub shared_dir: &'a Path,
+    /// The HMP monitor socket the driver listens on.
+    pub monitor: &'a Path,
+    /// The QMP socket QEMU creates.
+    pub qmp: &'a Path,
+    /// The backdoor shell socket the driver listens on.
+    pub shell: &'a Path,
+}
+
+/// A start command and the arguments upstream appends to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartCommand {
+    command: String,
+}
+
+impl StartCommand {
+    /// Wrap a start command (shell syntax, as upstream passes it to `Popen(shell=True)`).
+    pub fn new(command: impl Into<String>) -> StartCommand {
+        StartCommand { command: command.into() }
+    }
+
+    /// The command as given.
+    pub fn as_str(&self) -> &str {
+        &self.command
+    }
+
+    /// The machine name upstream derives from the command (`run-(.+)-vm$`, else `machine`).
+    pub fn machine_name(&self) -> String {
+        crate::config::machine_name_from_command(&self.command)
+    }
+
+    /// The full command line: the start command with upstream's QEMU arguments appended.
+    /// `display_available` is upstream's check for `DISPLAY`/`WAYLAND_DISPLAY`; without a
+    /// display QEMU gets `-nographic`.
+    pub fn command_line(&self, paths: &StartPaths<'_>, allow_reboot: bool, display_available: bool) -> String {
+        let mut line = format!(
+            "{} -qmp unix:{},server=on,wait=off -monitor unix:{} -chardev socket,id=shell,path={}",
+            self.command,
+            paths.qmp.display(),
+            paths.monitor.display(),
+            paths.shell.display(),
+        );
+        line.push_str(" -device virtio-serial -device virtconsole,chardev=shell -device virtio-rng-pci -serial stdio");
+        if !allow_reboot {
+            line.push_str(" -no-reboot");
+        }
+        if !display_available {
+            line.push_str(" -nographic");
+        }
+        line
+    }
+
+    /// The variables upstream adds to the start script's environment.
+    pub fn environment(paths: &StartPaths<'_>) -> [(&'static str, String); 3] {
+        [
+            ("TMPDIR", paths.state_dir.display().to_string()),
+            ("SHARED_DIR", paths.shared_dir.display().to_string()),
+            ("USE_TMPDIR", "1".to_owned()),
+        ]
+    }
+
+    /// The script to check for existence: the first word of the command, if it is a path.
+    /// Commands with shell syntax before the script (`FOO=1 run-x-vm`) are not checked.
+    pub fn script_path(&self) -> Option<&Path> {
+        let first = self.command.split_whitespace().next()?;
+        if first.contains('=') || !first.contains('/') {
+            return None;
+        }
+        Some(Path::new(first))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_upstreams_arguments() {
+        let paths = StartPaths {
+            state_dir: Path::new("/tmp/vm-state-m"),
+            shared_dir: Path::new("/tmp/shared-xchg"),
+            monitor: Path::new("/tmp/vm-state-m/monitor"),
+            qmp: Path::new("/tmp/vm-state-m/qmp"),
+            shell: Path::new("/tmp/vm-state-m/shell"),
+        };
+        let command = StartCommand::new("/x/bin/run-m-vm");
+        assert_eq!(
+            command.command_line(&paths, false, false),
+            "/x/bin/run-m-vm -qmp unix:/tmp/vm-state-m/qmp,server=on,wait=off -monitor unix:/tmp/vm-state-m/monitor \
+             -chardev socket,id=shell,path=/tmp/vm-state-m/shell -device virtio-serial -device virtconsole,chardev=shell \
+             -device virtio-rng-pci -serial stdio -no-reboot -nographic"
+        );
+        let line = command.command_line(&paths, true, true);
+        assert!(!line.contains("-no-reboot") && !line.contains("-nographic"));
+        assert_eq!(command.machine_name(), "m");
+        assert_eq!(StartCommand::environment(&paths)[2], ("USE_TMPDIR", "1".to_owned()));
+    }
+
+    #[test]
+    fn script_path_only_for_plain_paths() {
+        assert_eq!(StartCommand::new("/x/run-a-vm -m 1").script_path(), Some(Path::new("/x/run-a-vm")));
+        assert_eq!(StartCommand::new("./run-a-vm").script_path(), Some(Path::new("./run-a-vm")));
+        assert_eq!(StartCommand::new("FOO=1 /x/run-a-vm").script_path(), None);
+        assert_eq!(StartCommand::new("qemu-system-x86_64 -m 1").script_path(), None);
+    }
+}

@@ -1,0 +1,149 @@
+//! A virtual LAN: one `vde_switch` in hub mode (upstream's `test_driver/vlan.py`).
+//!
+//! Start scripts attach NICs to it through `QEMU_VDE_SOCKET_<nr>`, the switch's socket
+//! directory. The switch's own chatter is logged at debug level only (upstream hid it too).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, Command};
+
+use crate::log;
+use crate::process::{self, describe_status};
+
+/// How long the switch gets to answer `showinfo` (upstream: 5 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A VLAN switch failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `vde_switch` cannot be run.
+    #[error("vlan {nr}: cannot run vde_switch (is vde2 installed?)")]
+    Spawn {
+        /// The VLAN number.
+        nr: u32,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The switch did not become ready.
+    #[error("vlan {nr}: vde_switch did not become ready: {reason}")]
+    NotReady {
+        /// The VLAN number.
+        nr: u32,
+        /// What happened instead.
+        reason: String,
+    },
+}
+
+/// A running VLAN switch.
+#[derive(Debug)]
+pub struct VLan {
+    nr: u32,
+    socket_dir: PathBuf,
+    child: process::Child,
+    /// Kept open: vde_switch exits at end of file on its stdin.
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+}
+
+impl VLan {
+    /// Start the switch for VLAN `nr` with its sockets in `<tmp_dir>/vde<nr>.ctl`, and wait
+    /// until it answers.
+    pub async fn start(nr: u32, tmp_dir: &Path) -> Result<VLan, Error> {
+        let socket_dir = tmp_dir.join(format!("vde{nr}.ctl"));
+        log::info(None, "start vlan");
+        let mut command = Command::new("vde_switch");
+        command
+            .arg("--sock")
+            .arg(&socket_dir)
+            .args(["--dirmode", "0700", "--hub"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = process::Child::spawn(command).await.map_err(|source| Error::Spawn { nr, source })?;
+        let not_ready = |reason: String| Error::NotReady { nr, reason };
+        let mut stdin = child.stdin.take().ok_or_else(|| not_ready("no stdin pipe".into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| not_ready("no stdout pipe".into()))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log::debug(None, &format!("vde_switch {nr}: {line}"));
+                }
+            });
+        }
+        stdin.write_all(b"showinfo\n").await.map_err(|e| not_ready(format!("cannot write to it: {e}")))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = async {
+            while let Some(line) = lines.next_line().await? {
+                log::debug(None, &format!("vde_switch {nr}: {line}"));
+                if line.contains("1000 Success") {
+                    return Ok(true);
+                }
+            }
+            Ok::<_, std::io::Error>(false)
+        };
+        match tokio::time::timeout(READY_TIMEOUT, ready).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => {
+                let status = tokio::time::timeout(Duration::from_secs(1), child.wait()).await;
+                let reason = match status {
+                    Ok(status) => format!("it exited with {}", describe_status(status)),
+                    Err(_) => "its output ended".to_owned(),
+                };
+                return Err(not_ready(reason));
+            }
+            Err(_) => return Err(not_ready(format!("no answer within {} seconds", READY_TIMEOUT.as_secs()))),
+        }
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                log::debug(None, &format!("vde_switch {nr}: {line}"));
+            }
+        });
+        if !socket_dir.join("ctl").exists() {
+            return Err(not_ready(format!("{} has no ctl socket", socket_dir.display())));
+        }
+        log::info(None, &format!("running vlan (pid {}; ctl {})", child.pid(), socket_dir.display()));
+        Ok(VLan { nr, socket_dir, child, stdin: tokio::sync::Mutex::new(Some(stdin)) })
+    }
+
+    /// The VLAN number.
+    pub fn nr(&self) -> u32 {
+        self.nr
+    }
+
+    /// The switch's socket directory.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The switch's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Whether the switch is still running.
+    pub fn is_running(&self) -> bool {
+        self.child.exit_status().is_none()
+    }
+
+    /// The environment variable start scripts read: `QEMU_VDE_SOCKET_<nr>`.
+    pub fn environment(&self) -> (String, String) {
+        (format!("QEMU_VDE_SOCKET_{}", self.nr), self.socket_dir.display().to_string())
+    }
+
+    /// Stop the switch (upstream's `stop()`: close its stdin, terminate it).
+    pub async fn stop(&self) {
+        log::info(None, &format!("kill vlan (pid {})", self.child.pid()));
+        drop(self.stdin.lock().await.take());
+        self.child.stop(Duration::from_secs(2)).await;
+    }
+
+    /// Kill the switch now, without waiting.
+    pub fn kill_now(&self) {
+        self.child.signal_group(libc::SIGKILL);
+    }
+}
