@@ -241,6 +241,15 @@ fn parse_clock(text: &str) -> Option<Duration> {
     seconds(days * 86_400.0 + total)
 }
 
+/// A duration as upstream prints an `int` of seconds: `900`, or `1.5` when fractional.
+pub fn format_seconds(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        duration.as_secs().to_string()
+    } else {
+        duration.as_secs_f64().to_string()
+    }
+}
+
 /// The machine name upstream derives from a start command: the `(.+)` of the leftmost match of
 /// `run-(.+)-vm$`, or `machine`.
 pub fn machine_name_from_command(command: &str) -> String {

@@ -32,7 +32,7 @@ pub enum Error {
     #[error("two machines are named {0:?}")]
     DuplicateName(String),
     /// Some machines failed to start (upstream's message, then one line per machine).
-    #[error("Failed to start the following machines:\n{}", failures.iter().map(|(name, e)| format!("{name}: {e}")).collect::<Vec<_>>().join("\n"))]
+    #[error("Failed to start the following machines:\n{}", failures.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("\n"))]
     StartFailed {
         /// Each machine that failed and why.
         failures: Vec<(String, machine::Error)>,
@@ -167,14 +167,6 @@ impl Driver {
     /// Where screenshots and copied files go.
     pub fn out_dir(&self) -> &Path {
         &self.out_dir
-    }
-
-    /// Check every machine's start script before anything boots.
-    pub fn check_start_scripts(&self) -> Result<(), crate::Error> {
-        for machine in &self.machines {
-            machine.check_start_script()?;
-        }
-        Ok(())
     }
 
     /// Upstream's `create_machine(start_command, name=None, keep_machine_state=False)`: a

@@ -14,21 +14,12 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// A retried check ran out of time.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("action timed out after {:.2} seconds (timeout={})", elapsed.as_secs_f64(), seconds(*timeout))]
+#[error("action timed out after {:.2} seconds (timeout={})", elapsed.as_secs_f64(), crate::config::format_seconds(*timeout))]
 pub struct TimedOut {
     /// How long the attempts took.
     pub elapsed: Duration,
     /// The budget that was given.
     pub timeout: Duration,
-}
-
-/// Whole seconds without a fraction, as upstream prints an int timeout; otherwise fractional.
-pub(crate) fn seconds(duration: Duration) -> String {
-    if duration.subsec_nanos() == 0 {
-        duration.as_secs().to_string()
-    } else {
-        format!("{}", duration.as_secs_f64())
-    }
 }
 
 /// Run `check(last_try)` until it returns `Ok(true)`, once per [`INTERVAL`], for `timeout`.

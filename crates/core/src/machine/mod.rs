@@ -13,7 +13,7 @@ pub mod qmp;
 pub mod shell;
 pub mod start_command;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -204,6 +204,43 @@ pub enum Error {
     /// A retried wait ran out of time.
     #[error(transparent)]
     TimedOut(#[from] crate::retry::TimedOut),
+    /// `systemctl show` failed (upstream's message).
+    #[error("retrieving systemctl {what} for unit \"{unit}\"{} failed with exit code {status}", user.as_ref().map(|u| format!(" under user \"{u}\"")).unwrap_or_default())]
+    SystemctlFailed {
+        /// `info` or `property "<name>"`.
+        what: String,
+        /// The unit.
+        unit: String,
+        /// The user of `systemctl --user`, if any.
+        user: Option<String>,
+        /// systemctl's exit status.
+        status: i32,
+    },
+    /// `systemctl show --property` printed something else (upstream's message, missing space
+    /// included).
+    #[error("systemctl show --property \"{property}\" \"{unit}\"produced invalid output: {output}")]
+    InvalidSystemctlOutput {
+        /// The property.
+        property: String,
+        /// The unit.
+        unit: String,
+        /// What it printed.
+        output: String,
+    },
+    /// A unit waited for has failed.
+    #[error("unit \"{unit}\" reached state \"{state}\"")]
+    UnitFailed {
+        /// The unit.
+        unit: String,
+        /// Its state.
+        state: String,
+    },
+    /// A unit waited for is inactive and nothing will start it.
+    #[error("unit \"{unit}\" is inactive and there are no pending jobs")]
+    UnitInactive {
+        /// The unit.
+        unit: String,
+    },
     /// No matching QMP event arrived in time.
     #[error("no matching QMP event within {} seconds", .0.as_secs_f64())]
     EventTimeout(Duration),
@@ -228,9 +265,13 @@ impl Error {
     /// The upstream error class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::CommandFailed { .. } | Error::CommandSucceeded { .. } | Error::TimedOut(_) => {
-                ErrorKind::AssertionFailed
-            }
+            Error::CommandFailed { .. }
+            | Error::CommandSucceeded { .. }
+            | Error::TimedOut(_)
+            | Error::SystemctlFailed { .. }
+            | Error::InvalidSystemctlOutput { .. }
+            | Error::UnitFailed { .. }
+            | Error::UnitInactive { .. } => ErrorKind::AssertionFailed,
             Error::EventTimeout(_) => ErrorKind::Timeout,
             Error::StartScript { .. } => ErrorKind::Config,
             _ => ErrorKind::Machine,
@@ -502,16 +543,8 @@ impl Machine {
     /// Check that the start script exists and is executable, when the command starts with a
     /// path (commands with shell syntax first are left to the shell).
     pub fn check_start_script(&self) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let Some(path) = self.inner.start_command.script_path() else { return Ok(()) };
-        let problem = match std::fs::metadata(path) {
-            Err(_) => Some("does not exist"),
-            Ok(meta) if meta.is_dir() => Some("is a directory"),
-            Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Some("is not executable"),
-            Ok(_) => None,
-        };
-        match problem {
-            Some(problem) => {
+        match self.inner.start_command.script_problem() {
+            Some((path, problem)) => {
                 Err(Error::StartScript { machine: self.inner.name.clone(), path: path.to_owned(), problem })
             }
             None => Ok(()),
@@ -593,56 +626,74 @@ impl Machine {
         }
         let stdin = child.stdin.take();
         let exit = child.exit_watch();
-        let exited_early = |status: ExitStatus, stage: &'static str| {
-            let machine = self.clone();
+        // Any failure from here on is most likely QEMU having died: if it exited, say so with
+        // its last words rather than the socket error it caused.
+        let explain = |stage: &'static str, error: Error| {
+            let exit = exit.clone();
             async move {
+                let Ok(status) = tokio::time::timeout(Duration::from_secs(1), process::wait_exit(exit)).await else {
+                    return error;
+                };
                 // Let the stderr pump catch QEMU's last words before quoting them.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 Error::ExitedEarly {
-                    machine: machine.inner.name.clone(),
+                    machine: self.inner.name.clone(),
                     status: describe_status(status),
                     stage,
-                    stderr_tail: machine.stderr_tail(),
+                    stderr_tail: self.stderr_tail(),
                 }
             }
         };
 
         // QEMU connects to both sockets as soon as it has parsed its arguments.
+        let stage = "connecting to the driver";
         let accepted = tokio::select! {
             accepted = async { tokio::try_join!(monitor_listener.accept(), shell_listener.accept()) } => accepted,
-            status = process::wait_exit(exit.clone()) => {
-                return Err(exited_early(status, "connecting to the driver").await);
+            _ = process::wait_exit(exit.clone()) => {
+                return Err(explain(stage, Error::NotRunning { machine: name.to_owned() }).await);
             }
             _ = tokio::time::sleep(inner.connect_timeout) => {
                 child.stop(STOP_GRACE).await;
                 return Err(Error::StartTimeout { machine: name.to_owned(), waited: inner.connect_timeout });
             }
         };
-        let ((monitor_stream, _), (shell_stream, _)) = accepted.map_err(|e| start_error("accept QEMU's connections", e))?;
+        let ((monitor_stream, _), (shell_stream, _)) = match accepted {
+            Ok(streams) => streams,
+            Err(e) => return Err(explain(stage, start_error("accept QEMU's connections", e)).await),
+        };
         drop((monitor_listener, shell_listener));
         let mut monitor = Monitor::new(monitor_stream);
 
         // QEMU created the QMP socket before it connected to ours; retry briefly regardless.
-        let qmp = tokio::select! {
-            qmp = async {
-                let mut attempts = 0;
-                loop {
-                    match Qmp::connect(&inner.qmp_path).await {
-                        Err(qmp::Error::Io(e)) if attempts < 50 && matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
-                            attempts += 1;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        other => break other,
+        let qmp = async {
+            let mut attempts = 0;
+            loop {
+                match Qmp::connect(&inner.qmp_path).await {
+                    Err(qmp::Error::Io(e))
+                        if attempts < 50
+                            && matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+                    {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
+                    other => break other,
                 }
-            } => qmp.map_err(|source| Error::Qmp { machine: name.to_owned(), source })?,
-            status = process::wait_exit(exit.clone()) => return Err(exited_early(status, "opening QMP").await),
-        };
-        tokio::select! {
-            prompt = monitor.wait_for_prompt() => {
-                prompt.map_err(|source| Error::Monitor { machine: name.to_owned(), source })?;
             }
-            status = process::wait_exit(exit.clone()) => return Err(exited_early(status, "its monitor was ready").await),
+        };
+        let hung = || std::io::Error::new(std::io::ErrorKind::TimedOut, "QEMU did not answer");
+        let qmp = match tokio::time::timeout(inner.connect_timeout, qmp).await {
+            Ok(Ok(qmp)) => qmp,
+            Ok(Err(source)) => {
+                return Err(explain("opening QMP", Error::Qmp { machine: name.to_owned(), source }).await);
+            }
+            Err(_) => {
+                let source = qmp::Error::Io(hung());
+                return Err(explain("opening QMP", Error::Qmp { machine: name.to_owned(), source }).await);
+            }
+        };
+        let prompt = tokio::time::timeout(inner.connect_timeout, monitor.wait_for_prompt()).await.unwrap_or_else(|_| Err(hung()));
+        if let Err(source) = prompt {
+            return Err(explain("its monitor was ready", Error::Monitor { machine: name.to_owned(), source }).await);
         }
 
         let pid = child.pid();
@@ -829,6 +880,91 @@ impl Machine {
             output.extend_from_slice(&out);
         }
         Ok(output)
+    }
+
+    /// Upstream's `systemctl(q, user=None)`: run `systemctl <q>`, as `user` with `--user`.
+    pub async fn systemctl(&self, query: &str, user: Option<&str>) -> Result<(i32, Vec<u8>)> {
+        let command = match user {
+            Some(user) => {
+                let query = query.replace('\'', "\\'");
+                format!("su -l {user} --shell /bin/sh -c $'XDG_RUNTIME_DIR=/run/user/`id -u` systemctl --user {query}'")
+            }
+            None => format!("systemctl {query}"),
+        };
+        self.execute(&command, ExecuteOptions::default()).await
+    }
+
+    /// Upstream's `get_unit_info(unit, user=None)`: every property `systemctl show` prints.
+    pub async fn get_unit_info(&self, unit: &str, user: Option<&str>) -> Result<BTreeMap<String, String>> {
+        let (status, output) = self.systemctl(&format!("--no-pager show \"{unit}\""), user).await?;
+        if status != 0 {
+            return Err(Error::SystemctlFailed {
+                what: "info".into(),
+                unit: unit.to_owned(),
+                user: user.map(str::to_owned),
+                status,
+            });
+        }
+        Ok(String::from_utf8_lossy(&output)
+            .split('\n')
+            .filter_map(|line| line.split_once('=').filter(|(key, _)| !key.is_empty()))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect())
+    }
+
+    /// Upstream's `get_unit_property(unit, property, user=None)`.
+    pub async fn get_unit_property(&self, unit: &str, property: &str, user: Option<&str>) -> Result<String> {
+        let query = format!("--no-pager show \"{unit}\" --property=\"{property}\"");
+        let (status, output) = self.systemctl(&query, user).await?;
+        if status != 0 {
+            return Err(Error::SystemctlFailed {
+                what: format!("property \"{property}\""),
+                unit: unit.to_owned(),
+                user: user.map(str::to_owned),
+                status,
+            });
+        }
+        let output = String::from_utf8_lossy(&output);
+        // Upstream matches `^([^=]+)=(.*)$` against the whole output: the first line.
+        let first = output.split('\n').next().unwrap_or_default();
+        match first.split_once('=') {
+            Some((key, value)) if key == property => Ok(value.to_owned()),
+            _ => Err(Error::InvalidSystemctlOutput {
+                property: property.to_owned(),
+                unit: unit.to_owned(),
+                output: output.into_owned(),
+            }),
+        }
+    }
+
+    /// Upstream's `wait_for_unit(unit, user=None, timeout=900)`: wait until the unit is
+    /// active; fail at once if it failed, or if it is inactive with no job pending.
+    pub async fn wait_for_unit(&self, unit: &str, user: Option<&str>, timeout: Duration) -> Result<()> {
+        let title = match user {
+            Some(user) => format!("waiting for unit {unit} with user {user}"),
+            None => format!("waiting for unit {unit}"),
+        };
+        log::nested(Some(&self.inner.name), &title, async {
+            crate::retry::retry(timeout, |_| async {
+                let state = self.get_unit_property(unit, "ActiveState", user).await?;
+                if state == "failed" {
+                    return Err(Error::UnitFailed { unit: unit.to_owned(), state });
+                }
+                if state == "inactive" {
+                    let (_, jobs) = self.systemctl("list-jobs --full 2>&1", user).await?;
+                    if memchr::memmem::find(&jobs, b"No jobs").is_some() {
+                        let info = self.get_unit_info(unit, user).await?;
+                        if info.get("ActiveState").map(String::as_str) == Some("inactive") {
+                            return Err(Error::UnitInactive { unit: unit.to_owned() });
+                        }
+                    }
+                }
+                Ok(state == "active")
+            })
+            .await??;
+            Ok(())
+        })
+        .await
     }
 
     /// Upstream's `wait_until_succeeds(command, timeout=900)`: retry once a second until the

@@ -70,10 +70,6 @@ pub fn shell_quote(text: &str) -> String {
     quoted
 }
 
-/// A timeout as `timeout(1)` takes it: whole seconds when whole, else fractional.
-fn timeout_arg(timeout: Duration) -> String {
-    crate::retry::seconds(timeout)
-}
 
 fn new_nonce() -> [u8; 16] {
     let mut raw = [0u8; 8];
@@ -107,7 +103,7 @@ impl Frame {
                 let _ = write!(line, "( eval {script} ) </dev/null");
             }
             Some(timeout) => {
-                let _ = write!(line, "timeout {} \"${{BASH:-sh}}\" -c {script} </dev/null", timeout_arg(timeout));
+                let _ = write!(line, "timeout {} \"${{BASH:-sh}}\" -c {script} </dev/null", crate::config::format_seconds(timeout));
             }
         }
         let _ = writeln!(line, "; printf '\\n%s %d\\n' {} $?", String::from_utf8_lossy(&nonce));

@@ -1,0 +1,281 @@
+//! The command line: upstream's newest `--config` interface and the older flags and
+//! environment variables, resolved into one [`DriverSpec`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use ntd_core::config::{self, DriverConfiguration, DriverSpec, MachineSpec};
+use ntd_core::log::LogLevel;
+
+/// A native (Rust) NixOS test driver: runs a NixOS test script against QEMU machines.
+///
+/// runNixOSTest passes `--config driverConfiguration.json`; the older interface (start scripts
+/// and a test script as arguments, or in the environment variables startScripts, vmNames,
+/// vmStartScripts, vlans, globalTimeout and testScript) works too.
+#[derive(Debug, Parser)]
+#[command(name = "nixos-test-driver", version, max_term_width = 100)]
+pub struct Args {
+    /// The driver configuration file (JSON) runNixOSTest writes.
+    #[arg(short = 'c', long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Re-use the machine state from a previous run instead of wiping it.
+    #[arg(short = 'K', long)]
+    pub keep_machine_state: bool,
+
+    /// Deprecated name of --keep-machine-state.
+    #[arg(long, hide = true)]
+    pub keep_vm_state: bool,
+
+    /// The directory for outputs (screenshots, copied files, reports). Default: the current
+    /// directory.
+    #[arg(short = 'o', long = "output_directory", alias = "output-directory", value_name = "DIR")]
+    pub output_directory: Option<PathBuf>,
+
+    /// Log level: debug, info, warning or error [env: logLevel].
+    #[arg(long, value_name = "LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Start scripts of the machines; names come from run-<name>-vm [env: startScripts].
+    #[arg(long, value_name = "START-SCRIPT", num_args = 0..)]
+    pub start_scripts: Option<Vec<String>>,
+
+    /// Names of the machines, with --vm-start-scripts [env: vmNames].
+    #[arg(long, value_name = "NAME", num_args = 0..)]
+    pub vm_names: Option<Vec<String>>,
+
+    /// Start scripts of the machines named by --vm-names [env: vmStartScripts].
+    #[arg(long, value_name = "START-SCRIPT", num_args = 0..)]
+    pub vm_start_scripts: Option<Vec<String>>,
+
+    /// VLAN numbers to create switches for [env: vlans].
+    #[arg(long, value_name = "VLAN", num_args = 0..)]
+    pub vlans: Option<Vec<String>>,
+
+    /// Timeout for the whole test, in seconds [env: globalTimeout].
+    #[arg(long, value_name = "GLOBAL_TIMEOUT")]
+    pub global_timeout: Option<String>,
+
+    /// Give up on a machine whose backdoor shell has not connected after this many seconds
+    /// (default 300).
+    #[arg(long, value_name = "SECONDS")]
+    pub connect_timeout: Option<f64>,
+
+    /// The test script to run [env: testScript].
+    #[arg(value_name = "TESTSCRIPT")]
+    pub testscript: Option<PathBuf>,
+}
+
+/// A problem with the command line or configuration: exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<config::Error> for UsageError {
+    fn from(error: config::Error) -> Self {
+        UsageError(error.to_string())
+    }
+}
+
+/// Everything a run needs, resolved from the arguments.
+#[derive(Debug)]
+pub struct Resolved {
+    pub spec: DriverSpec,
+    pub test_script: PathBuf,
+    pub output_directory: PathBuf,
+    pub keep_machine_state: bool,
+    pub log_level: LogLevel,
+    pub connect_timeout: Duration,
+}
+
+/// An argument, or the environment variable upstream takes as its default.
+fn or_env(value: Option<String>, var: &str) -> Option<String> {
+    value.or_else(|| std::env::var(var).ok())
+}
+
+/// A list argument, or the environment variable split on whitespace (upstream's EnvDefault).
+fn list_or_env(value: Option<Vec<String>>, var: &str) -> Option<Vec<String>> {
+    value.or_else(|| std::env::var(var).ok().map(|v| v.split_whitespace().map(str::to_owned).collect()))
+}
+
+fn parse_vlans(values: &[String]) -> Result<Vec<u32>, UsageError> {
+    values
+        .iter()
+        .map(|v| v.parse::<u32>().map_err(|_| UsageError(format!("invalid VLAN number {v:?}"))))
+        .collect()
+}
+
+/// Upstream's `writeable_dir` check for `-o`.
+fn writable_dir(path: &Path) -> Result<PathBuf, UsageError> {
+    if !path.is_dir() {
+        return Err(UsageError(format!("{} is not a directory", path.display())));
+    }
+    if !ntd_core::driver::is_writable(path) {
+        return Err(UsageError(format!("{} is not a writeable directory", path.display())));
+    }
+    std::path::absolute(path).map_err(|e| UsageError(format!("{}: {e}", path.display())))
+}
+
+impl Args {
+    /// Resolve the arguments (and the environment) into a run.
+    pub fn resolve(self) -> Result<Resolved, UsageError> {
+        let log_level = match or_env(self.log_level.clone(), "logLevel") {
+            None => LogLevel::Info,
+            Some(name) => LogLevel::from_name(&name).ok_or_else(|| {
+                UsageError(format!("invalid log level {name:?}: choose from debug, info, warning, error"))
+            })?,
+        };
+        let output_directory = match &self.output_directory {
+            Some(dir) => writable_dir(dir)?,
+            None => writable_dir(Path::new("."))?,
+        };
+        let connect_timeout = match self.connect_timeout {
+            None => ntd_core::machine::DEFAULT_CONNECT_TIMEOUT,
+            Some(secs) => Duration::try_from_secs_f64(secs)
+                .map_err(|_| UsageError(format!("invalid --connect-timeout {secs}")))?,
+        };
+        let keep_machine_state = self.keep_machine_state || self.keep_vm_state;
+
+        let spec = match &self.config {
+            Some(path) => {
+                let legacy = [
+                    ("--start-scripts", self.start_scripts.is_some()),
+                    ("--vm-names", self.vm_names.is_some()),
+                    ("--vm-start-scripts", self.vm_start_scripts.is_some()),
+                    ("--vlans", self.vlans.is_some()),
+                    ("--global-timeout", self.global_timeout.is_some()),
+                    ("a test script argument", self.testscript.is_some()),
+                ];
+                if let Some((flag, _)) = legacy.iter().find(|(_, given)| *given) {
+                    return Err(UsageError(format!("--config cannot be combined with {flag}")));
+                }
+                DriverConfiguration::load(path)?.into_spec()
+            }
+            None => self.legacy_spec()?,
+        };
+        let test_script = spec.test_script.clone().ok_or_else(|| {
+            UsageError(
+                "no test to run: give --config <driverConfiguration.json> (as runNixOSTest does), \
+                 or start scripts and a test script (see --help)"
+                    .into(),
+            )
+        })?;
+        for machine in &spec.machines {
+            let command = ntd_core::machine::start_command::StartCommand::new(machine.start_command.clone());
+            if let Some((path, problem)) = command.script_problem() {
+                return Err(UsageError(format!("start script {} {problem}", path.display())));
+            }
+        }
+        Ok(Resolved { spec, test_script, output_directory, keep_machine_state, log_level, connect_timeout })
+    }
+
+    fn legacy_spec(&self) -> Result<DriverSpec, UsageError> {
+        let start_scripts = list_or_env(self.start_scripts.clone(), "startScripts");
+        let vm_names = list_or_env(self.vm_names.clone(), "vmNames");
+        let vm_start_scripts = list_or_env(self.vm_start_scripts.clone(), "vmStartScripts");
+        let mut machines: Vec<MachineSpec> = start_scripts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|start_command| MachineSpec { name: None, start_command })
+            .collect();
+        match (vm_names, vm_start_scripts) {
+            (None, None) => {}
+            (Some(names), Some(scripts)) if names.len() == scripts.len() => {
+                machines.extend(
+                    names.into_iter().zip(scripts).map(|(name, start_command)| MachineSpec { name: Some(name), start_command }),
+                );
+            }
+            (Some(names), Some(scripts)) => {
+                return Err(UsageError(format!(
+                    "--vm-names has {} names but --vm-start-scripts has {} scripts",
+                    names.len(),
+                    scripts.len()
+                )));
+            }
+            (Some(_), None) => return Err(UsageError("--vm-names needs --vm-start-scripts".into())),
+            (None, Some(_)) => return Err(UsageError("--vm-start-scripts needs --vm-names".into())),
+        }
+        let vlans = parse_vlans(&list_or_env(self.vlans.clone(), "vlans").unwrap_or_default())?;
+        let global_timeout = match or_env(self.global_timeout.clone(), "globalTimeout") {
+            None => config::DEFAULT_GLOBAL_TIMEOUT,
+            Some(text) => config::parse_duration(&text)?,
+        };
+        let test_script = self.testscript.clone().or_else(|| std::env::var_os("testScript").map(PathBuf::from));
+        Ok(DriverSpec { machines, vlans, global_timeout, test_script })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("nixos-test-driver").chain(args.iter().copied())).expect("valid arguments")
+    }
+
+    #[test]
+    fn legacy_flags() {
+        let args = parse(&[
+            "--start-scripts",
+            "run-a-vm",
+            "run-b-vm",
+            "--vlans",
+            "1",
+            "2",
+            "--global-timeout",
+            "60",
+            "-o",
+            "/tmp",
+            "script.py",
+        ]);
+        let resolved = args.resolve().expect("resolves");
+        assert_eq!(resolved.spec.machines.len(), 2);
+        assert_eq!(resolved.spec.machines[1].start_command, "run-b-vm");
+        assert_eq!(resolved.spec.vlans, vec![1, 2]);
+        assert_eq!(resolved.spec.global_timeout, Duration::from_secs(60));
+        assert_eq!(resolved.test_script, PathBuf::from("script.py"));
+    }
+
+    #[test]
+    fn missing_start_scripts_are_reported_before_anything_starts() {
+        let args = parse(&["--start-scripts", "/nonexistent/run-a-vm", "-o", "/tmp", "s.py"]);
+        assert_eq!(args.resolve().expect_err("missing").0, "start script /nonexistent/run-a-vm does not exist");
+    }
+
+    #[test]
+    fn vm_names_must_match_scripts() {
+        let args = parse(&["--vm-names", "a", "b", "--vm-start-scripts", "run-a-vm", "-o", "/tmp", "s.py"]);
+        let err = args.resolve().expect_err("mismatch");
+        assert_eq!(err.0, "--vm-names has 2 names but --vm-start-scripts has 1 scripts");
+    }
+
+    #[test]
+    fn config_excludes_legacy_flags() {
+        let args = parse(&["--config", "c.json", "--vlans", "1", "-o", "/tmp"]);
+        assert_eq!(args.resolve().expect_err("conflict").0, "--config cannot be combined with --vlans");
+    }
+
+    #[test]
+    fn output_directory_must_exist() {
+        let args = parse(&["-o", "/nonexistent/dir", "s.py"]);
+        assert_eq!(args.resolve().expect_err("missing dir").0, "/nonexistent/dir is not a directory");
+    }
+
+    #[test]
+    fn log_level_is_checked() {
+        let args = parse(&["--log-level", "loud", "-o", "/tmp", "s.py"]);
+        assert!(args.resolve().expect_err("bad level").0.starts_with("invalid log level \"loud\""));
+    }
+
+    #[test]
+    fn keep_vm_state_is_an_alias() {
+        let args = parse(&["--keep-vm-state", "-o", "/tmp", "s.py"]);
+        assert!(args.resolve().expect("resolves").keep_machine_state);
+    }
+}

@@ -1,0 +1,255 @@
+//! The native driver behind a test run: machines, VLANs, `start_all`, the global timeout and
+//! cleanup (the Rust half of upstream's `Driver`; the script-facing half is `ntd/driver.py`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use ntd_core::driver::DriverOptions;
+use ntd_core::log;
+use ntd_core::machine::Machine;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::errors::to_pyerr;
+use crate::machine::QemuMachine;
+use crate::runtime::{block_on, block_on_uninterrupted, main_thread};
+
+/// After the global timeout has killed the machines and interrupted the script, how long the
+/// script gets to wind down before the process exits regardless (a script may swallow
+/// `KeyboardInterrupt`).
+const TIMEOUT_GRACE: Duration = Duration::from_secs(30);
+
+/// A VLAN switch, as the script's `vlans` and `vlan<N>` see it.
+#[pyclass(frozen, module = "ntd._native")]
+pub struct VLan {
+    #[pyo3(get)]
+    nr: u32,
+    #[pyo3(get)]
+    socket_dir: std::path::PathBuf,
+    #[pyo3(get)]
+    pid: u32,
+}
+
+#[pymethods]
+impl VLan {
+    fn __repr__(&self) -> String {
+        format!("<Vlan Nr. {}>", self.nr)
+    }
+}
+
+/// A cancellable one-shot timer thread.
+#[derive(Default)]
+struct Timer {
+    cancelled: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Timer {
+    /// Wait up to `timeout`; true if it elapsed without being cancelled.
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = match self.cancelled.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (guard, _) = match self.wake.wait_timeout_while(guard, timeout, |cancelled| !*cancelled) {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        !*guard
+    }
+
+    fn cancel(&self) {
+        let mut cancelled = match self.cancelled.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *cancelled = true;
+        self.wake.notify_all();
+    }
+}
+
+/// The machines and VLANs of a test run.
+#[pyclass(frozen, module = "ntd._native")]
+pub struct Driver {
+    core: Arc<ntd_core::Driver>,
+    machines: Py<PyList>,
+    vlans: Py<PyList>,
+    /// Machines made by `create_machine`, stopped at cleanup too.
+    extra: Arc<Mutex<Vec<Machine>>>,
+    global_timeout: Duration,
+    timer: Arc<Timer>,
+    timer_started: AtomicBool,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl Driver {
+    /// Start the driver (VLAN switches, machine state directories) for a test run.
+    pub fn start(py: Python<'_>, options: DriverOptions, global_timeout: Duration) -> PyResult<Py<Driver>> {
+        let core = block_on_uninterrupted(py, ntd_core::Driver::start(options)).map_err(|e| to_pyerr(py, e))?;
+        let machines = PyList::empty(py);
+        for machine in core.machines() {
+            machines.append(QemuMachine::wrap(py, machine.clone())?)?;
+        }
+        let vlans = PyList::empty(py);
+        for vlan in core.vlans() {
+            vlans.append(Py::new(
+                py,
+                VLan { nr: vlan.nr(), socket_dir: vlan.socket_dir().to_owned(), pid: vlan.pid() },
+            )?)?;
+        }
+        Py::new(
+            py,
+            Driver {
+                core: Arc::new(core),
+                machines: machines.unbind(),
+                vlans: vlans.unbind(),
+                extra: Arc::new(Mutex::new(Vec::new())),
+                global_timeout,
+                timer: Arc::new(Timer::default()),
+                timer_started: AtomicBool::new(false),
+                timed_out: Arc::new(AtomicBool::new(false)),
+            },
+        )
+    }
+
+    /// The core driver.
+    pub fn core(&self) -> &ntd_core::Driver {
+        &self.core
+    }
+
+    /// The global timeout.
+    pub fn global_timeout_duration(&self) -> Duration {
+        self.global_timeout
+    }
+
+    /// Whether the global timeout fired.
+    pub fn has_timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::SeqCst)
+    }
+
+    fn extra_machines(&self) -> Vec<Machine> {
+        match self.extra.lock() {
+            Ok(extra) => extra.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// Send SIGINT to Python's main thread: its handler raises `KeyboardInterrupt` there, also
+/// inside `time.sleep` and inside a blocked machine call.
+pub fn interrupt_main_thread() {
+    if let Some(main) = main_thread() {
+        // SAFETY: pthread_kill on a thread id obtained from pthread_self in this process; the
+        // main thread lives as long as the process.
+        unsafe {
+            libc::pthread_kill(main, libc::SIGINT);
+        }
+    }
+}
+
+#[pymethods]
+impl Driver {
+    /// The machines, sorted by name.
+    #[getter]
+    fn machines(&self, py: Python<'_>) -> Py<PyList> {
+        self.machines.clone_ref(py)
+    }
+
+    /// The VLAN switches.
+    #[getter]
+    fn vlans(&self, py: Python<'_>) -> Py<PyList> {
+        self.vlans.clone_ref(py)
+    }
+
+    /// The global timeout in seconds.
+    #[getter]
+    fn global_timeout(&self) -> f64 {
+        self.global_timeout.as_secs_f64()
+    }
+
+    /// Whether the global timeout fired.
+    #[getter]
+    fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::SeqCst)
+    }
+
+    /// Start every machine at once; raise `MachineError` naming each that failed.
+    fn start_all(&self, py: Python<'_>) -> PyResult<()> {
+        block_on(py, self.core.start_all())?.map_err(|e| to_pyerr(py, e))
+    }
+
+    /// Wait for every machine to shut down.
+    fn join_all(&self, py: Python<'_>) -> PyResult<()> {
+        block_on(py, self.core.join_all())?.map_err(|e| to_pyerr(py, e))
+    }
+
+    /// A machine from any start command, outside `machines`.
+    #[pyo3(signature = (start_command, name=None, keep_machine_state=false))]
+    fn create_machine(&self, py: Python<'_>, start_command: &str, name: Option<String>, keep_machine_state: bool) -> PyResult<Py<QemuMachine>> {
+        let machine = self.core.create_machine(start_command, name, keep_machine_state).map_err(|e| to_pyerr(py, e))?;
+        match self.extra.lock() {
+            Ok(mut extra) => extra.push(machine.clone()),
+            Err(p) => p.into_inner().push(machine.clone()),
+        }
+        QemuMachine::wrap(py, machine)
+    }
+
+    /// Start the global timeout (once): when it fires, log upstream's message, kill every
+    /// machine and switch, and interrupt the test script.
+    fn start_timer(&self) {
+        if self.timer_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let timer = Arc::clone(&self.timer);
+        let timed_out = Arc::clone(&self.timed_out);
+        let core = Arc::clone(&self.core);
+        let extra = Arc::clone(&self.extra);
+        let timeout = self.global_timeout;
+        let spawned = std::thread::Builder::new().name("ntd-global-timeout".into()).spawn(move || {
+            if !timer.wait(timeout) {
+                return;
+            }
+            timed_out.store(true, Ordering::SeqCst);
+            {
+                let _block = log::block(None, "timeout reached; test terminating...", &[]).entered();
+                core.kill_now();
+                let extra = match extra.lock() {
+                    Ok(extra) => extra.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                for machine in extra {
+                    machine.kill_now();
+                }
+            }
+            interrupt_main_thread();
+            if timer.wait(TIMEOUT_GRACE) {
+                log::error(None, "the test script did not stop after the global timeout; exiting");
+                std::process::exit(1);
+            }
+        });
+        if spawned.is_err() {
+            log::error(None, "cannot start the global timeout thread; the test has no global timeout");
+        }
+    }
+
+    /// Stop the global timeout.
+    fn cancel_timer(&self) {
+        self.timer.cancel();
+    }
+
+    /// Release every machine (created ones too) and stop every switch. Not interruptible.
+    fn cleanup(&self, py: Python<'_>) -> PyResult<()> {
+        let extra = self.extra_machines();
+        block_on_uninterrupted(py, self.core.cleanup(&extra));
+        Ok(())
+    }
+
+    /// Kill every machine and switch now, without waiting.
+    fn kill_now(&self) {
+        self.core.kill_now();
+        for machine in self.extra_machines() {
+            machine.kill_now();
+        }
+    }
+}
