@@ -105,10 +105,7 @@ fn list_or_env(value: Option<Vec<String>>, var: &str) -> Option<Vec<String>> {
 }
 
 fn parse_vlans(values: &[String]) -> Result<Vec<u32>, UsageError> {
-    values
-        .iter()
-        .map(|v| v.parse::<u32>().map_err(|_| UsageError(format!("invalid VLAN number {v:?}"))))
-        .collect()
+    values.iter().map(|v| v.parse::<u32>().map_err(|_| UsageError(format!("invalid VLAN number {v:?}")))).collect()
 }
 
 /// Upstream's `writeable_dir` check for `-o`.
@@ -188,7 +185,10 @@ impl Args {
             (None, None) => {}
             (Some(names), Some(scripts)) if names.len() == scripts.len() => {
                 machines.extend(
-                    names.into_iter().zip(scripts).map(|(name, start_command)| MachineSpec { name: Some(name), start_command }),
+                    names
+                        .into_iter()
+                        .zip(scripts)
+                        .map(|(name, start_command)| MachineSpec { name: Some(name), start_command }),
                 );
             }
             (Some(names), Some(scripts)) => {

@@ -115,15 +115,14 @@ pub struct MachineConfiguration {
 impl DriverConfiguration {
     /// Read and check upstream's JSON driver configuration.
     pub fn load(path: &Path) -> Result<DriverConfiguration, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| Error::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
         Self::parse(path, &text)
     }
 
     /// Parse the JSON text of a driver configuration; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<DriverConfiguration, Error> {
-        let config: DriverConfiguration = serde_json::from_str(text)
-            .map_err(|e| Error::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let config: DriverConfiguration =
+            serde_json::from_str(text).map_err(|e| Error::Parse { path: path.to_owned(), message: e.to_string() })?;
         if !config.containers.is_empty() {
             let names: Vec<&str> = config.containers.keys().map(String::as_str).collect();
             return Err(Error::Unsupported {
@@ -200,7 +199,10 @@ fn parse_iso8601(rest: &str) -> Option<Duration> {
     };
     let mut total = 0.0;
     let mut any = false;
-    for (part, units) in [(date, &[('W', 604_800.0), ('D', 86_400.0)][..]), (time.unwrap_or(""), &[('H', 3600.0), ('M', 60.0), ('S', 1.0)][..])] {
+    for (part, units) in [
+        (date, &[('W', 604_800.0), ('D', 86_400.0)][..]),
+        (time.unwrap_or(""), &[('H', 3600.0), ('M', 60.0), ('S', 1.0)][..]),
+    ] {
         let mut number = String::new();
         let mut next_unit = 0;
         for c in part.chars() {
@@ -243,11 +245,7 @@ fn parse_clock(text: &str) -> Option<Duration> {
 
 /// A duration as upstream prints an `int` of seconds: `900`, or `1.5` when fractional.
 pub fn format_seconds(duration: Duration) -> String {
-    if duration.subsec_nanos() == 0 {
-        duration.as_secs().to_string()
-    } else {
-        duration.as_secs_f64().to_string()
-    }
+    if duration.subsec_nanos() == 0 { duration.as_secs().to_string() } else { duration.as_secs_f64().to_string() }
 }
 
 /// The machine name upstream derives from a start command: the `(.+)` of the leftmost match of

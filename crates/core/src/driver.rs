@@ -87,7 +87,11 @@ pub fn tmp_dir() -> Result<PathBuf, Error> {
     let bad = |problem: &str| Error::TmpDir { path: path.clone(), problem: problem.to_owned() };
     if !path.exists() {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&path).map_err(|e| bad(&format!("cannot be created: {e}")))?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&path)
+            .map_err(|e| bad(&format!("cannot be created: {e}")))?;
     }
     if !path.is_dir() {
         return Err(bad("is not a directory"));
@@ -125,7 +129,8 @@ impl Driver {
         let mut machines = Vec::new();
         let created = started.and_then(|()| {
             for spec in &options.machines {
-                let mut config = MachineConfig::new(spec.start_command.clone(), tmp_dir.clone(), options.out_dir.clone());
+                let mut config =
+                    MachineConfig::new(spec.start_command.clone(), tmp_dir.clone(), options.out_dir.clone());
                 config.name = spec.name.clone();
                 config.keep_machine_state = options.keep_machine_state;
                 config.env = env.clone();
@@ -171,7 +176,12 @@ impl Driver {
 
     /// Upstream's `create_machine(start_command, name=None, keep_machine_state=False)`: a
     /// machine outside the driver's list, on the driver's VLANs.
-    pub fn create_machine(&self, start_command: &str, name: Option<String>, keep_machine_state: bool) -> Result<Machine, crate::Error> {
+    pub fn create_machine(
+        &self,
+        start_command: &str,
+        name: Option<String>,
+        keep_machine_state: bool,
+    ) -> Result<Machine, crate::Error> {
         let mut config = MachineConfig::new(start_command, tmp_dir()?, self.out_dir.clone());
         config.name = name;
         config.keep_machine_state = keep_machine_state;

@@ -86,9 +86,7 @@ impl Child {
         spawner()
             .send(SpawnRequest { command, runtime: Handle::current(), reply })
             .map_err(|_| io::Error::other("the ntd spawner thread is gone"))?;
-        let mut child = response
-            .await
-            .map_err(|_| io::Error::other("the ntd spawner thread is gone"))??;
+        let mut child = response.await.map_err(|_| io::Error::other("the ntd spawner thread is gone"))??;
         let pid = child.id().ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
         let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let (tx, exit) = watch::channel(None);
@@ -254,9 +252,8 @@ mod tests {
         let pgid = child.pid();
         let watch = child.exit_watch();
         drop(child);
-        let status = tokio::time::timeout(Duration::from_secs(5), wait_exit(watch))
-            .await
-            .expect("child reaped after drop");
+        let status =
+            tokio::time::timeout(Duration::from_secs(5), wait_exit(watch)).await.expect("child reaped after drop");
         assert_eq!(describe_status(status), "signal 9 (SIGKILL)");
         for _ in 0..50 {
             if !group_alive(pgid) {

@@ -186,7 +186,13 @@ impl Driver {
 
     /// A machine from any start command, outside `machines`.
     #[pyo3(signature = (start_command, name=None, keep_machine_state=false))]
-    fn create_machine(&self, py: Python<'_>, start_command: &str, name: Option<String>, keep_machine_state: bool) -> PyResult<Py<QemuMachine>> {
+    fn create_machine(
+        &self,
+        py: Python<'_>,
+        start_command: &str,
+        name: Option<String>,
+        keep_machine_state: bool,
+    ) -> PyResult<Py<QemuMachine>> {
         let machine = self.core.create_machine(start_command, name, keep_machine_state).map_err(|e| to_pyerr(py, e))?;
         match self.extra.lock() {
             Ok(mut extra) => extra.push(machine.clone()),

@@ -19,8 +19,9 @@ impl PyDuration {
 }
 
 fn from_seconds(secs: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| PyValueError::new_err(format!("invalid duration {secs}: must be a finite number of seconds, not negative")))
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        PyValueError::new_err(format!("invalid duration {secs}: must be a finite number of seconds, not negative"))
+    })
 }
 
 impl<'a, 'py> FromPyObject<'a, 'py> for PyDuration {

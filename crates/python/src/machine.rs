@@ -224,7 +224,8 @@ impl QemuMachine {
         timeout: Option<PyDuration>,
     ) -> PyResult<(i32, String)> {
         let options = ExecuteOptions { check_return, check_output, timeout: timeout.map(|t| t.0) };
-        let (status, output) = block_on(py, self.core.execute(command, options))?.map_err(|e| machine_to_pyerr(py, e))?;
+        let (status, output) =
+            block_on(py, self.core.execute(command, options))?.map_err(|e| machine_to_pyerr(py, e))?;
         Ok((status, text(output)))
     }
 
@@ -232,7 +233,8 @@ impl QemuMachine {
     #[pyo3(signature = (*commands, timeout=None))]
     fn succeed(&self, py: Python<'_>, commands: &Bound<'_, PyTuple>, timeout: Option<PyDuration>) -> PyResult<String> {
         let commands: Vec<String> = commands.extract()?;
-        let output = block_on(py, self.core.succeed(&commands, timeout.map(|t| t.0)))?.map_err(|e| machine_to_pyerr(py, e))?;
+        let output =
+            block_on(py, self.core.succeed(&commands, timeout.map(|t| t.0)))?.map_err(|e| machine_to_pyerr(py, e))?;
         Ok(text(output))
     }
 
@@ -240,7 +242,8 @@ impl QemuMachine {
     #[pyo3(signature = (*commands, timeout=None))]
     fn fail(&self, py: Python<'_>, commands: &Bound<'_, PyTuple>, timeout: Option<PyDuration>) -> PyResult<String> {
         let commands: Vec<String> = commands.extract()?;
-        let output = block_on(py, self.core.fail(&commands, timeout.map(|t| t.0)))?.map_err(|e| machine_to_pyerr(py, e))?;
+        let output =
+            block_on(py, self.core.fail(&commands, timeout.map(|t| t.0)))?.map_err(|e| machine_to_pyerr(py, e))?;
         Ok(text(output))
     }
 
@@ -253,7 +256,12 @@ impl QemuMachine {
 
     /// Every property of a unit, from `systemctl show`.
     #[pyo3(signature = (unit, user=None))]
-    fn get_unit_info(&self, py: Python<'_>, unit: &str, user: Option<&str>) -> PyResult<std::collections::BTreeMap<String, String>> {
+    fn get_unit_info(
+        &self,
+        py: Python<'_>,
+        unit: &str,
+        user: Option<&str>,
+    ) -> PyResult<std::collections::BTreeMap<String, String>> {
         block_on(py, self.core.get_unit_info(unit, user))?.map_err(|e| machine_to_pyerr(py, e))
     }
 
@@ -272,14 +280,16 @@ impl QemuMachine {
     /// Retry a command once a second until it succeeds; return its output.
     #[pyo3(signature = (command, timeout=PyDuration::secs(900)))]
     fn wait_until_succeeds(&self, py: Python<'_>, command: &str, timeout: PyDuration) -> PyResult<String> {
-        let output = block_on(py, self.core.wait_until_succeeds(command, timeout.0))?.map_err(|e| machine_to_pyerr(py, e))?;
+        let output =
+            block_on(py, self.core.wait_until_succeeds(command, timeout.0))?.map_err(|e| machine_to_pyerr(py, e))?;
         Ok(text(output))
     }
 
     /// Retry a command once a second until it fails; return its output.
     #[pyo3(signature = (command, timeout=PyDuration::secs(900)))]
     fn wait_until_fails(&self, py: Python<'_>, command: &str, timeout: PyDuration) -> PyResult<String> {
-        let output = block_on(py, self.core.wait_until_fails(command, timeout.0))?.map_err(|e| machine_to_pyerr(py, e))?;
+        let output =
+            block_on(py, self.core.wait_until_fails(command, timeout.0))?.map_err(|e| machine_to_pyerr(py, e))?;
         Ok(text(output))
     }
 

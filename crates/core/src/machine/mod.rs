@@ -140,7 +140,10 @@ pub enum Error {
         serial_tail: Vec<String>,
     },
     /// The backdoor shell went away (QEMU exited, or the guest's shell died).
-    #[error("{machine}: the backdoor shell disconnected {context}{}", tail_text(serial_tail, "last serial console lines"))]
+    #[error(
+        "{machine}: the backdoor shell disconnected {context}{}",
+        tail_text(serial_tail, "last serial console lines")
+    )]
     ShellDisconnected {
         /// The machine.
         machine: String,
@@ -567,7 +570,8 @@ impl Machine {
         let name = inner.name.as_str();
         self.log("starting vm");
         self.check_start_script()?;
-        let start_error = |action: &str, source| Error::Start { machine: name.to_owned(), action: action.to_owned(), source };
+        let start_error =
+            |action: &str, source| Error::Start { machine: name.to_owned(), action: action.to_owned(), source };
 
         let listen = |path: &Path| -> Result<UnixListener> {
             match std::fs::remove_file(path) {
@@ -671,7 +675,10 @@ impl Machine {
                 match Qmp::connect(&inner.qmp_path).await {
                     Err(qmp::Error::Io(e))
                         if attempts < 50
-                            && matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+                            && matches!(
+                                e.kind(),
+                                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                            ) =>
                     {
                         attempts += 1;
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -691,7 +698,9 @@ impl Machine {
                 return Err(explain("opening QMP", Error::Qmp { machine: name.to_owned(), source }).await);
             }
         };
-        let prompt = tokio::time::timeout(inner.connect_timeout, monitor.wait_for_prompt()).await.unwrap_or_else(|_| Err(hung()));
+        let prompt = tokio::time::timeout(inner.connect_timeout, monitor.wait_for_prompt())
+            .await
+            .unwrap_or_else(|_| Err(hung()));
         if let Err(source) = prompt {
             return Err(explain("its monitor was ready", Error::Monitor { machine: name.to_owned(), source }).await);
         }
@@ -824,7 +833,11 @@ impl Machine {
                     match tokio::time::timeout(waited, shell.receive()).await {
                         Ok(reply) => reply,
                         Err(_) => {
-                            return Err(Error::GuestHung { machine: name.clone(), command: command.to_owned(), waited });
+                            return Err(Error::GuestHung {
+                                machine: name.clone(),
+                                command: command.to_owned(),
+                                waited,
+                            });
                         }
                     }
                 }
@@ -1003,14 +1016,15 @@ impl Machine {
         self.run_callbacks()?;
         let running = self.running()?;
         let mut monitor = running.monitor.lock().await;
-        monitor
-            .command(command)
-            .await
-            .map_err(|source| Error::Monitor { machine: self.inner.name.clone(), source })
+        monitor.command(command).await.map_err(|source| Error::Monitor { machine: self.inner.name.clone(), source })
     }
 
     /// Run a QMP command and return its `return` value.
-    pub async fn qmp(&self, command: &str, arguments: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<serde_json::Value> {
+    pub async fn qmp(
+        &self,
+        command: &str,
+        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<serde_json::Value> {
         let running = self.running()?;
         running
             .qmp
@@ -1020,7 +1034,11 @@ impl Machine {
     }
 
     /// Wait for a QMP event accepted by `filter` (upstream's `wait_for_qmp_event`).
-    pub async fn wait_for_qmp_event(&self, filter: impl FnMut(&serde_json::Value) -> bool, timeout: Duration) -> Result<serde_json::Value> {
+    pub async fn wait_for_qmp_event(
+        &self,
+        filter: impl FnMut(&serde_json::Value) -> bool,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
         let running = self.running()?;
         running.qmp.wait_for_event(filter, timeout).await.map_err(|source| match source {
             qmp::Error::Timeout(waited) => Error::EventTimeout(waited),

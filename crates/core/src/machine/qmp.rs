@@ -194,7 +194,11 @@ impl Qmp {
 
     /// Take queued events until `filter` accepts one, waiting up to `timeout` for more. Events
     /// the filter rejects are dropped, as upstream's `wait_for_qmp_event` does.
-    pub async fn wait_for_event(&self, mut filter: impl FnMut(&Value) -> bool, timeout: Duration) -> Result<Value, Error> {
+    pub async fn wait_for_event(
+        &self,
+        mut filter: impl FnMut(&Value) -> bool,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let arrived = self.events.arrived.notified();
@@ -228,7 +232,8 @@ mod tests {
 
     #[test]
     fn classifies_messages() {
-        let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}}, "capabilities": ["oob"]}}"#;
+        let greeting =
+            r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}}, "capabilities": ["oob"]}}"#;
         assert!(matches!(parse_message(greeting).expect("greeting"), Message::Greeting(_)));
         assert_eq!(parse_message(r#"{"return": {}}"#).expect("return"), Message::Return(json!({})));
         assert_eq!(
@@ -281,10 +286,8 @@ mod tests {
         assert_eq!(status["status"], "running");
         let err = qmp.execute("nope", None).await.expect_err("unknown command");
         assert_eq!(err.to_string(), "QMP error CommandNotFound: The command nope has not been found");
-        let event = qmp
-            .wait_for_event(|e| e["event"] == "SHUTDOWN", Duration::from_secs(5))
-            .await
-            .expect("SHUTDOWN event");
+        let event =
+            qmp.wait_for_event(|e| e["event"] == "SHUTDOWN", Duration::from_secs(5)).await.expect("SHUTDOWN event");
         assert_eq!(event["data"]["guest"], false);
         server_task.await.expect("server").expect("server io");
         // The STOP event was skipped by the filter and dropped; nothing else arrives.

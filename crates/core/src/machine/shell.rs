@@ -70,7 +70,6 @@ pub fn shell_quote(text: &str) -> String {
     quoted
 }
 
-
 fn new_nonce() -> [u8; 16] {
     let mut raw = [0u8; 8];
     if getrandom::fill(&mut raw).is_err() {
@@ -103,7 +102,11 @@ impl Frame {
                 let _ = write!(line, "( eval {script} ) </dev/null");
             }
             Some(timeout) => {
-                let _ = write!(line, "timeout {} \"${{BASH:-sh}}\" -c {script} </dev/null", crate::config::format_seconds(timeout));
+                let _ = write!(
+                    line,
+                    "timeout {} \"${{BASH:-sh}}\" -c {script} </dev/null",
+                    crate::config::format_seconds(timeout)
+                );
             }
         }
         let _ = writeln!(line, "; printf '\\n%s %d\\n' {} $?", String::from_utf8_lossy(&nonce));
@@ -310,7 +313,10 @@ mod tests {
         );
         let frame = Frame::new("sleep 30", Some(Duration::from_secs(2))).expect("no NUL");
         let text = String::from_utf8(frame.bytes.clone()).expect("utf-8");
-        assert!(text.starts_with("timeout 2 \"${BASH:-sh}\" -c 'set -euo pipefail; sleep 30' </dev/null; printf"), "{text}");
+        assert!(
+            text.starts_with("timeout 2 \"${BASH:-sh}\" -c 'set -euo pipefail; sleep 30' </dev/null; printf"),
+            "{text}"
+        );
         let frame = Frame::new("true", Some(Duration::from_millis(1500))).expect("no NUL");
         assert!(String::from_utf8_lossy(&frame.bytes).starts_with("timeout 1.5 "));
     }

@@ -1,0 +1,49 @@
+//! The examples users run first must work as documented.
+
+use std::process::Command;
+
+use crate::harness::{DEBIAN_LIMIT, SMOKE_LIMIT, Scenario, repo};
+
+fn run_example(name: &str) -> (Scenario, crate::harness::Run) {
+    let scenario = Scenario::new();
+    let mut command = Command::new(repo().join("scripts/run-example"));
+    command
+        .arg(name)
+        .env("NTD_DRIVER", env!("CARGO_BIN_EXE_nixos-test-driver"))
+        .env("NTD_GUEST_DIR", crate::harness::guest())
+        .env("TMPDIR", scenario.tmp_dir())
+        .env("NO_COLOR", "1");
+    let limit = if name == "minimal" { DEBIAN_LIMIT } else { SMOKE_LIMIT };
+    let run = scenario.run_command(command, limit);
+    (scenario, run)
+}
+
+#[test]
+fn minimal_example_passes() {
+    let (_scenario, run) = run_example("minimal");
+    run.assert_status(0);
+    run.assert_stderr_contains("machine: Guest shell says: b'Spawning backdoor root shell...\\n'");
+    run.assert_stderr_contains("machine: connected to guest root shell");
+    run.assert_stderr_contains("machine: (finished: waiting for unit multi-user.target, in ");
+    run.assert_stderr_contains("(finished: subtest: a service is running, in ");
+    run.assert_stderr_contains("test script finished in ");
+    assert!(run.stdout.contains("additionally exposed symbols:\n    machine,\n"), "{}", run.stdout);
+}
+
+#[test]
+fn failing_example_fails_with_upstreams_report() {
+    let (_scenario, run) = run_example("failing");
+    run.assert_status(1);
+    run.assert_stderr_contains(
+        "!!! Test \"the guest has a file it does not have\" failed with error: \
+         \"command `cat /etc/this-file-does-not-exist` failed (exit code 1)\"",
+    );
+    run.assert_stderr_contains(
+        "!!! Traceback (most recent call last):\n\
+         !!!   File \"<string>\", line 7, in <module>\n\
+         !!!     machine.succeed(\"cat /etc/this-file-does-not-exist\")\n\
+         !!! \n\
+         !!! RequestedAssertionFailed: command `cat /etc/this-file-does-not-exist` failed (exit code 1)\n",
+    );
+    assert!(!run.stderr.contains("test script finished"), "{}", run.stderr);
+}

@@ -1,0 +1,237 @@
+//! The harness of the end-to-end tests: real start scripts for the built-in guest, the real
+//! `nixos-test-driver` binary, real QEMU, and a check of the process table afterwards.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+/// A file under tests/e2e/ or examples/.
+pub fn repo_file(path: &str) -> PathBuf {
+    repo().join(path)
+}
+
+/// The built guest: `NTD_GUEST_DIR`, or built (or found in the cache) by tests/guest/build.
+pub fn guest() -> &'static Path {
+    static GUEST: OnceLock<PathBuf> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("NTD_GUEST_DIR") {
+            return PathBuf::from(dir);
+        }
+        let output = Command::new(repo().join("tests/guest/build"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/guest/build");
+        assert!(
+            output.status.success(),
+            "the end-to-end tests need the test guest; tests/guest/build failed (it needs root and \
+             the packages of scripts/install-host-deps)"
+        );
+        PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
+    })
+}
+
+/// Which guest a machine boots.
+#[derive(Clone, Copy)]
+pub enum Tier {
+    /// Debian with systemd (15-20 s to boot under TCG).
+    Debian,
+    /// The busybox smoke tier (a few seconds).
+    Smoke,
+}
+
+/// What one driver run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Fail with the whole output if `needle` is not in stderr.
+    pub fn assert_stderr_contains(&self, needle: &str) {
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+    }
+
+    /// Fail with the whole output unless the exit status is `status`.
+    pub fn assert_status(&self, status: i32) {
+        assert_eq!(self.status, Some(status), "exit status\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+    }
+}
+
+/// One test's private directory: start scripts, the driver's TMPDIR, outputs.
+pub struct Scenario {
+    dir: tempfile::TempDir,
+    scripts: Vec<PathBuf>,
+}
+
+impl Scenario {
+    pub fn new() -> Scenario {
+        // Short paths: unix socket paths are limited to 108 bytes.
+        let dir = tempfile::Builder::new().prefix("ntd-e2e.").tempdir_in("/tmp").expect("temp dir");
+        for sub in ["bin", "tmp", "out"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("scenario dirs");
+        }
+        Scenario { dir, scripts: Vec::new() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.path().join("out")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.path().join("tmp")
+    }
+
+    /// Write a start script for the built-in guest; it is passed to the driver.
+    pub fn machine(&mut self, name: &str, tier: Tier, options: &[&str]) -> PathBuf {
+        let tier = match tier {
+            Tier::Debian => "debian",
+            Tier::Smoke => "smoke",
+        };
+        let output = Command::new(repo().join("tests/guest/mk-start-script"))
+            .arg("--guest")
+            .arg(guest())
+            .args(["--tier", tier])
+            .args(options)
+            .arg(name)
+            .arg(self.path().join("bin"))
+            .output()
+            .expect("run mk-start-script");
+        assert!(output.status.success(), "mk-start-script: {}", String::from_utf8_lossy(&output.stderr));
+        let script = PathBuf::from(String::from_utf8(output.stdout).expect("utf-8").trim());
+        self.scripts.push(script.clone());
+        script
+    }
+
+    /// Write a file into the scenario directory.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, contents).expect("write scenario file");
+        path
+    }
+
+    /// Run the driver on `script` with the machines' start scripts, failing the test if it
+    /// runs longer than `limit` (a hang guard, not a speed claim).
+    pub fn run(&self, script: &Path, extra: &[&str], limit: Duration) -> Run {
+        let mut command = self.command(extra);
+        // The script first: --start-scripts takes every argument after it.
+        command.arg(script);
+        if !self.scripts.is_empty() {
+            command.arg("--start-scripts").args(&self.scripts);
+        }
+        self.run_command(command, limit)
+    }
+
+    /// The driver command with the scenario's environment and output directory.
+    pub fn command(&self, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nixos-test-driver"));
+        command
+            .env("TMPDIR", self.tmp_dir())
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env("NO_COLOR", "1")
+            .arg("-o")
+            .arg(self.out_dir())
+            .args(extra);
+        command
+    }
+
+    /// Run a prepared driver command under the hang guard.
+    pub fn run_command(&self, mut command: Command, limit: Duration) -> Run {
+        let start = Instant::now();
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run the driver");
+        let mut stdout = child.stdout.take().expect("stdout pipe");
+        let mut stderr = child.stderr.take().expect("stderr pipe");
+        let out_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            text
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the driver") {
+                break status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = err_reader.join().unwrap_or_default();
+                panic!("the driver hung: still running after {limit:?}\n--- stderr\n{stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let run = Run {
+            status: status.code(),
+            stdout: out_reader.join().unwrap_or_default(),
+            stderr: err_reader.join().unwrap_or_default(),
+        };
+        self.assert_nothing_left(&run);
+        run
+    }
+
+    /// Fail if any live process still mentions this scenario's directory (QEMU's sockets and
+    /// vde_switch's socket directory are all in it).
+    pub fn assert_nothing_left(&self, run: &Run) {
+        let needle = self.path().to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = live_processes_mentioning(&needle);
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                for pid in &left {
+                    // SAFETY: kill has no memory-safety preconditions; clean up before failing.
+                    unsafe {
+                        libc::kill(*pid, libc::SIGKILL);
+                    }
+                }
+                panic!("processes left running after the driver exited: {left:?}\n--- stderr\n{}", run.stderr);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Pids of live (not zombie) processes whose command line contains `needle`.
+pub fn live_processes_mentioning(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if !String::from_utf8_lossy(&cmdline).contains(needle) {
+            continue;
+        }
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+            .unwrap_or(true);
+        if !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The generous limit for a test with one Debian boot under TCG.
+pub const DEBIAN_LIMIT: Duration = Duration::from_secs(240);
+/// The limit for a test with one smoke-tier boot.
+pub const SMOKE_LIMIT: Duration = Duration::from_secs(120);

@@ -1,0 +1,43 @@
+//! The ways runNixOSTest and older Nix code pass machines and scripts to the driver.
+
+use crate::harness::{SMOKE_LIMIT, Scenario, Tier, repo_file};
+
+#[test]
+fn json_config_names_machines() {
+    let mut scenario = Scenario::new();
+    let script = scenario.machine("custom-name", Tier::Smoke, &[]);
+    let config = serde_json::json!({
+        "vms": {"custom-name": {"name": "custom-name", "start_script": script}},
+        "containers": {},
+        "vlans": [],
+        "global_timeout": 600,
+        "enable_ssh_backdoor": false,
+        "test_script": repo_file("tests/e2e/named.py"),
+    });
+    let config = scenario.write("driverConfiguration.json", &config.to_string());
+    let run = scenario.run_command(scenario.command(&["--config", &config.to_string_lossy()]), SMOKE_LIMIT);
+    run.assert_status(0);
+    run.assert_stderr_contains("Test will time out and terminate in 600 seconds");
+}
+
+#[test]
+fn legacy_environment_variables() {
+    let mut scenario = Scenario::new();
+    let script = scenario.machine("legacy", Tier::Smoke, &[]);
+    let test = scenario.write("test.py", "assert machine is legacy\nlegacy.succeed('true')\n");
+    let mut command = scenario.command(&[]);
+    command.env("startScripts", &script).env("testScript", &test).env("globalTimeout", "500").env("vlans", "");
+    let run = scenario.run_command(command, SMOKE_LIMIT);
+    run.assert_status(0);
+    run.assert_stderr_contains("Test will time out and terminate in 500 seconds");
+}
+
+#[test]
+fn vm_names_flags() {
+    let mut scenario = Scenario::new();
+    let script = scenario.machine("ignored", Tier::Smoke, &[]);
+    let mut command = scenario.command(&[]);
+    command.arg(repo_file("tests/e2e/named.py")).args(["--vm-names", "custom-name", "--vm-start-scripts"]).arg(&script);
+    let run = scenario.run_command(command, SMOKE_LIMIT);
+    run.assert_status(0);
+}

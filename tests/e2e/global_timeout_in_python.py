@@ -1,0 +1,3 @@
+# The global timeout fires while the script runs Python code (no machine needed).
+import time
+time.sleep(600)

@@ -1,0 +1,2 @@
+start_all()
+machine.succeed("true"
