@@ -4,6 +4,8 @@ from ntd.errors import RequestedAssertionFailed
 
 start_all()
 machine.wait_for_unit("multi-user.target")
+# NIX_DISK_IMAGE's default: ./<name>.qcow2 in the state directory, an overlay made at start.
+assert (machine.state_dir / "machine.qcow2").is_file()
 
 with subtest("systemd units"):
     machine.wait_for_unit("hello.service")

@@ -225,14 +225,18 @@ mod tests {
         assert!(group_alive(pgid));
         let status = child.stop(Duration::from_secs(5)).await;
         assert_eq!(describe_status(status), "signal 15 (SIGTERM)");
-        // The grandchild may take a moment to be gone after its group was signalled.
+        assert_group_gone(pgid).await;
+    }
+
+    /// The grandchild may take a moment to be gone after its group was signalled.
+    async fn assert_group_gone(pgid: u32) {
         for _ in 0..50 {
             if !group_alive(pgid) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("process group {pgid} survived stop()");
+        panic!("process group {pgid} survived");
     }
 
     #[tokio::test]
@@ -255,12 +259,6 @@ mod tests {
         let status =
             tokio::time::timeout(Duration::from_secs(5), wait_exit(watch)).await.expect("child reaped after drop");
         assert_eq!(describe_status(status), "signal 9 (SIGKILL)");
-        for _ in 0..50 {
-            if !group_alive(pgid) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("process group {pgid} survived drop");
+        assert_group_gone(pgid).await;
     }
 }

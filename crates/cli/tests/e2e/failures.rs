@@ -61,7 +61,8 @@ fn global_timeout_interrupts_a_guest_command() {
 fn guest_that_never_connects_gives_up_after_the_connect_timeout() {
     let mut scenario = Scenario::new();
     scenario.machine("machine", Tier::Smoke, &[]);
-    let mut command = scenario.command(&["--connect-timeout", "8"]);
+    // Longer than 30 s, to see upstream's progress lines.
+    let mut command = scenario.command(&["--connect-timeout", "32"]);
     // rdinit= replaces the guest's init: a shell on the serial port, no backdoor.
     command.env("QEMU_KERNEL_PARAMS", "rdinit=/bin/sh");
     command
@@ -70,7 +71,9 @@ fn guest_that_never_connects_gives_up_after_the_connect_timeout() {
         .arg(scenario.path().join("bin/run-machine-vm"));
     let run = scenario.run_command(command, SMOKE_LIMIT);
     run.assert_status(1);
-    run.assert_stderr_contains("machine: the guest's backdoor shell did not connect within 8 seconds");
+    run.assert_stderr_contains("machine: Guest root shell did not produce any data yet...");
+    run.assert_stderr_contains("machine:   To debug, enter the VM and run 'systemctl status backdoor.service'.");
+    run.assert_stderr_contains("machine: the guest's backdoor shell did not connect within 32 seconds");
     run.assert_stderr_contains("last serial console lines:");
 }
 

@@ -10,3 +10,4 @@ mod examples;
 mod failures;
 mod harness;
 mod interfaces;
+mod start_script;

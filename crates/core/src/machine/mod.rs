@@ -860,34 +860,29 @@ impl Machine {
     /// Upstream's `succeed(*commands, timeout=None)`: run each command, fail on a non-zero
     /// status, return the concatenated output.
     pub async fn succeed(&self, commands: &[String], timeout: Option<Duration>) -> Result<Vec<u8>> {
-        let mut output = Vec::new();
-        for command in commands {
-            let out = log::nested(Some(&self.inner.name), &format!("must succeed: {command}"), async {
-                let (status, out) =
-                    self.execute(command, ExecuteOptions { timeout, ..ExecuteOptions::default() }).await?;
-                if status != 0 {
-                    self.log(&format!("output: {}", String::from_utf8_lossy(&out)));
-                    return Err(Error::CommandFailed { command: command.clone(), status });
-                }
-                Ok(out)
-            })
-            .await?;
-            output.extend_from_slice(&out);
-        }
-        Ok(output)
+        self.run_each(commands, timeout, true).await
     }
 
     /// Upstream's `fail(*commands, timeout=None)`: like `succeed`, but every command must fail.
     pub async fn fail(&self, commands: &[String], timeout: Option<Duration>) -> Result<Vec<u8>> {
+        self.run_each(commands, timeout, false).await
+    }
+
+    async fn run_each(&self, commands: &[String], timeout: Option<Duration>, must_succeed: bool) -> Result<Vec<u8>> {
         let mut output = Vec::new();
+        let verb = if must_succeed { "must succeed" } else { "must fail" };
         for command in commands {
-            let out = log::nested(Some(&self.inner.name), &format!("must fail: {command}"), async {
+            let out = log::nested(Some(&self.inner.name), &format!("{verb}: {command}"), async {
                 let (status, out) =
                     self.execute(command, ExecuteOptions { timeout, ..ExecuteOptions::default() }).await?;
-                if status == 0 {
-                    return Err(Error::CommandSucceeded { command: command.clone() });
+                if (status == 0) == must_succeed {
+                    Ok(out)
+                } else if must_succeed {
+                    self.log(&format!("output: {}", String::from_utf8_lossy(&out)));
+                    Err(Error::CommandFailed { command: command.clone(), status })
+                } else {
+                    Err(Error::CommandSucceeded { command: command.clone() })
                 }
-                Ok(out)
             })
             .await?;
             output.extend_from_slice(&out);
