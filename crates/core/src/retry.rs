@@ -1,8 +1,9 @@
 //! Upstream's `retry`: call a check once a second until it holds or time runs out.
 //!
-//! Semantics of the wall-clock version (`machine/__init__.py`): attempts while less than
-//! `timeout` has passed, one second apart; then one last attempt; if that fails too, the error
-//! `action timed out after X.XX seconds (timeout=N)`.
+//! Semantics of the newest version on nixpkgs master (`machine/__init__.py`): attempts while
+//! less than `timeout` has passed, one second apart; then one last attempt (`last_try`); if
+//! that fails too, the error `action timed out after X.XX seconds (timeout=T)`, where X counts
+//! the last attempt too and T is the timeout's `total_seconds()` (a float: `900.0`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,7 +15,7 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// A retried check ran out of time.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("action timed out after {:.2} seconds (timeout={})", elapsed.as_secs_f64(), crate::config::format_seconds(*timeout))]
+#[error("action timed out after {:.2} seconds (timeout={:?})", elapsed.as_secs_f64(), timeout.as_secs_f64())]
 pub struct TimedOut {
     /// How long the attempts took.
     pub elapsed: Duration,
@@ -36,11 +37,10 @@ where
         }
         tokio::time::sleep(INTERVAL).await;
     }
-    let elapsed = start.elapsed();
     if check(true).await? {
         return Ok(Ok(()));
     }
-    Ok(Err(TimedOut { elapsed, timeout }))
+    Ok(Err(TimedOut { elapsed: start.elapsed(), timeout }))
 }
 
 #[cfg(test)]
@@ -57,7 +57,7 @@ mod tests {
         .await;
         let err = result.expect("check never errs").expect_err("never holds");
         assert_eq!(tries, vec![false, false, false, true]);
-        assert_eq!(err.to_string(), "action timed out after 3.00 seconds (timeout=3)");
+        assert_eq!(err.to_string(), "action timed out after 3.00 seconds (timeout=3.0)");
     }
 
     #[tokio::test(start_paused = true)]

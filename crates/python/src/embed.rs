@@ -12,6 +12,9 @@ use std::ffi::CString;
 const SOURCES: &[(&str, &str, &str)] = &[
     ("ntd", "ntd/__init__.py", include_str!("../python/ntd/__init__.py")),
     ("ntd.errors", "ntd/errors.py", include_str!("../python/ntd/errors.py")),
+    ("ntd.duration", "ntd/duration.py", include_str!("../python/ntd/duration.py")),
+    ("ntd.debug", "ntd/debug.py", include_str!("../python/ntd/debug.py")),
+    ("ntd.polling_condition", "ntd/polling_condition.py", include_str!("../python/ntd/polling_condition.py")),
     ("ntd.driver", "ntd/driver.py", include_str!("../python/ntd/driver.py")),
 ];
 

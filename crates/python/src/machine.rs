@@ -1,27 +1,83 @@
 //! `QemuMachine` for Python: upstream's machine methods over `ntd_core::Machine`.
 //!
 //! Each method only extracts its arguments, releases the GIL around the core call
-//! ([`crate::runtime::block_on`]) and converts the result; output bytes become `str` here,
-//! with undecodable bytes replaced, as upstream decodes them.
+//! ([`call`]) and converts the result; output bytes become `str` here, with undecodable bytes
+//! replaced, as upstream decodes them. The few waits whose condition is a Python regular
+//! expression (console text, tty text, window names) match with Python's `re` here, so
+//! patterns mean what they mean upstream.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use ntd_core::log;
 use ntd_core::machine::{ExecuteOptions, Machine, MachineConfig};
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyDeprecationWarning, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::duration::PyDuration;
-use crate::errors::{machine_to_pyerr, to_pyerr};
+use crate::errors::{assertion_failed, machine_to_pyerr};
 use crate::logger::{LogBlock, attributes};
 use crate::runtime::block_on;
+
+/// Upstream's default timeout of waits and `execute`.
+const DEFAULT_TIMEOUT: PyDuration = PyDuration::secs(900);
 
 fn text(bytes: Vec<u8>) -> String {
     match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     }
+}
+
+/// Drive a core call with the GIL released and convert its error.
+fn call<T: Send>(
+    py: Python<'_>,
+    future: impl Future<Output = Result<T, ntd_core::machine::Error>> + Send,
+) -> PyResult<T> {
+    block_on(py, future)?.map_err(|e| machine_to_pyerr(py, e))
+}
+
+/// Anything a test script passes as a tty number (`1` or `"1"`).
+fn tty_name(tty: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(tty.str()?.to_string())
+}
+
+/// Upstream's `retry` from the host, for checks that run Python code: `check(last_try)` once
+/// a second (the GIL released in between) until it holds, one last time after `timeout`.
+fn host_retry(
+    py: Python<'_>,
+    timeout: Duration,
+    mut check: impl FnMut(Python<'_>, bool) -> PyResult<bool>,
+) -> PyResult<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check(py, false)? {
+            return Ok(());
+        }
+        // The timer must be made inside the runtime, hence the async block.
+        block_on(py, async { tokio::time::sleep(Duration::from_secs(1)).await })?;
+    }
+    if check(py, true)? {
+        return Ok(());
+    }
+    let timed_out = ntd_core::retry::TimedOut { elapsed: start.elapsed(), timeout };
+    Err(assertion_failed(py, timed_out.to_string()))
+}
+
+/// Run `body` inside a nested log block of `machine`, ending it as failed on an error.
+fn nested<T>(machine: &str, message: &str, body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    let span = log::block(Some(machine), message, &[]);
+    let result = {
+        let _entered = span.enter();
+        body()
+    };
+    if result.is_err() {
+        log::mark_failed(&span);
+    }
+    result
 }
 
 /// The base class of every machine (upstream's `BaseMachine`), for typing and `isinstance`.
@@ -99,6 +155,8 @@ impl QemuMachine {
         format!("<QemuMachine '{}'>", self.core.name())
     }
 
+    // --- attributes -------------------------------------------------------------------
+
     #[getter]
     fn name(&self) -> &str {
         self.core.name()
@@ -175,6 +233,8 @@ impl QemuMachine {
         self.callbacks.clone_ref(py)
     }
 
+    // --- logging ----------------------------------------------------------------------
+
     /// Log a line tagged with this machine.
     fn log(&self, msg: &str) {
         self.core.log(msg);
@@ -182,7 +242,7 @@ impl QemuMachine {
 
     /// Log a serial console line of this machine.
     fn log_serial(&self, msg: &str) {
-        ntd_core::log::serial(self.core.name(), msg);
+        log::serial(self.core.name(), msg);
     }
 
     /// A nested log block tagged with this machine.
@@ -192,29 +252,69 @@ impl QemuMachine {
         Ok(LogBlock::new(Some(self.core.name().to_owned()), msg, attrs))
     }
 
-    /// Booted and connected.
-    fn is_up(&self) -> bool {
-        self.core.is_up()
-    }
-
     /// Run the callbacks (polling conditions).
     fn run_callbacks(&self, py: Python<'_>) -> PyResult<()> {
         self.core.run_callbacks().map_err(|e| machine_to_pyerr(py, e))
     }
 
+    /// Waits poll from the host while a polling condition is active (set by the driver).
+    fn _set_host_side_waits(&self, enable: bool) {
+        self.core.set_host_side_waits(enable);
+    }
+
+    // --- lifecycle --------------------------------------------------------------------
+
+    /// Booted and connected.
+    fn is_up(&self) -> bool {
+        self.core.is_up()
+    }
+
     /// Start the VM; does not wait for it to boot.
     #[pyo3(signature = (allow_reboot=false))]
     fn start(&self, py: Python<'_>, allow_reboot: bool) -> PyResult<()> {
-        block_on(py, self.core.start(allow_reboot))?.map_err(|e| machine_to_pyerr(py, e))
+        call(py, self.core.start(allow_reboot))
     }
 
     /// Wait for the guest's backdoor shell, starting the VM if needed.
     fn connect(&self, py: Python<'_>) -> PyResult<()> {
-        block_on(py, self.core.connect())?.map_err(|e| machine_to_pyerr(py, e))
+        call(py, self.core.connect())
     }
 
+    /// Power the guest off through its shell and wait for QEMU to exit.
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, self.core.shutdown())
+    }
+
+    /// Make QEMU quit at once (a simulated power failure) and wait for it.
+    fn crash(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, self.core.crash())
+    }
+
+    /// Press Ctrl+Alt+Delete; the backdoor reconnects if the VM was started with
+    /// `allow_reboot=True`.
+    fn reboot(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, self.core.reboot())
+    }
+
+    /// Wait until QEMU exits (does not cause it).
+    fn wait_for_shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, self.core.wait_for_shutdown())
+    }
+
+    /// Stop QEMU and close everything (used by the driver's cleanup).
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        block_on(py, self.core.release())
+    }
+
+    /// Move a guest with an initrd backdoor from stage 1 to stage 2.
+    fn switch_root(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, self.core.switch_root())
+    }
+
+    // --- commands ---------------------------------------------------------------------
+
     /// Run a shell command; return `(status, stdout)`.
-    #[pyo3(signature = (command, check_return=true, check_output=true, timeout=Some(PyDuration::secs(900))))]
+    #[pyo3(signature = (command, check_return=true, check_output=true, timeout=Some(DEFAULT_TIMEOUT)))]
     fn execute(
         &self,
         py: Python<'_>,
@@ -224,8 +324,7 @@ impl QemuMachine {
         timeout: Option<PyDuration>,
     ) -> PyResult<(i32, String)> {
         let options = ExecuteOptions { check_return, check_output, timeout: timeout.map(|t| t.0) };
-        let (status, output) =
-            block_on(py, self.core.execute(command, options))?.map_err(|e| machine_to_pyerr(py, e))?;
+        let (status, output) = call(py, self.core.execute(command, options))?;
         Ok((status, text(output)))
     }
 
@@ -233,24 +332,70 @@ impl QemuMachine {
     #[pyo3(signature = (*commands, timeout=None))]
     fn succeed(&self, py: Python<'_>, commands: &Bound<'_, PyTuple>, timeout: Option<PyDuration>) -> PyResult<String> {
         let commands: Vec<String> = commands.extract()?;
-        let output =
-            block_on(py, self.core.succeed(&commands, timeout.map(|t| t.0)))?.map_err(|e| machine_to_pyerr(py, e))?;
-        Ok(text(output))
+        Ok(text(call(py, self.core.succeed(&commands, timeout.map(|t| t.0)))?))
     }
 
     /// Run each command; raise if one succeeds; return the concatenated output.
     #[pyo3(signature = (*commands, timeout=None))]
     fn fail(&self, py: Python<'_>, commands: &Bound<'_, PyTuple>, timeout: Option<PyDuration>) -> PyResult<String> {
         let commands: Vec<String> = commands.extract()?;
-        let output =
-            block_on(py, self.core.fail(&commands, timeout.map(|t| t.0)))?.map_err(|e| machine_to_pyerr(py, e))?;
-        Ok(text(output))
+        Ok(text(call(py, self.core.fail(&commands, timeout.map(|t| t.0)))?))
     }
+
+    /// Retry a command once a second until it succeeds; return its output. Each attempt is
+    /// bounded by `attempt_timeout` (default: `timeout`).
+    #[pyo3(signature = (command, timeout=DEFAULT_TIMEOUT, attempt_timeout=None))]
+    fn wait_until_succeeds(
+        &self,
+        py: Python<'_>,
+        command: &str,
+        timeout: PyDuration,
+        attempt_timeout: Option<PyDuration>,
+    ) -> PyResult<String> {
+        Ok(text(call(py, self.core.wait_until_succeeds(command, timeout.0, attempt_timeout.map(|t| t.0)))?))
+    }
+
+    /// Retry a command once a second until it fails; return its output.
+    #[pyo3(signature = (command, timeout=DEFAULT_TIMEOUT, attempt_timeout=None))]
+    fn wait_until_fails(
+        &self,
+        py: Python<'_>,
+        command: &str,
+        timeout: PyDuration,
+        attempt_timeout: Option<PyDuration>,
+    ) -> PyResult<String> {
+        Ok(text(call(py, self.core.wait_until_fails(command, timeout.0, attempt_timeout.map(|t| t.0)))?))
+    }
+
+    /// Sleep in guest time (`sleep N` in the guest).
+    #[pyo3(signature = (secs=None, duration=None))]
+    fn sleep(&self, py: Python<'_>, secs: Option<PyDuration>, duration: Option<PyDuration>) -> PyResult<()> {
+        let Some(duration) = duration.or(secs) else {
+            return Err(pyo3::exceptions::PyTypeError::new_err("sleep() needs a duration"));
+        };
+        call(py, self.core.sleep(duration.0))
+    }
+
+    // --- systemd ----------------------------------------------------------------------
 
     /// Run `systemctl <q>` (as `user` with `--user`); return `(status, output)`.
     #[pyo3(signature = (q, user=None))]
     fn systemctl(&self, py: Python<'_>, q: &str, user: Option<&str>) -> PyResult<(i32, String)> {
-        let (status, output) = block_on(py, self.core.systemctl(q, user))?.map_err(|e| machine_to_pyerr(py, e))?;
+        let (status, output) = call(py, self.core.systemctl(q, user))?;
+        Ok((status, text(output)))
+    }
+
+    /// `systemctl start <job>`.
+    #[pyo3(signature = (jobname, user=None))]
+    fn start_job(&self, py: Python<'_>, jobname: &str, user: Option<&str>) -> PyResult<(i32, String)> {
+        let (status, output) = call(py, self.core.start_job(jobname, user))?;
+        Ok((status, text(output)))
+    }
+
+    /// `systemctl stop <job>`.
+    #[pyo3(signature = (jobname, user=None))]
+    fn stop_job(&self, py: Python<'_>, jobname: &str, user: Option<&str>) -> PyResult<(i32, String)> {
+        let (status, output) = call(py, self.core.stop_job(jobname, user))?;
         Ok((status, text(output)))
     }
 
@@ -262,60 +407,272 @@ impl QemuMachine {
         unit: &str,
         user: Option<&str>,
     ) -> PyResult<std::collections::BTreeMap<String, String>> {
-        block_on(py, self.core.get_unit_info(unit, user))?.map_err(|e| machine_to_pyerr(py, e))
+        call(py, self.core.get_unit_info(unit, user))
     }
 
     /// One property of a unit.
     #[pyo3(signature = (unit, property, user=None))]
     fn get_unit_property(&self, py: Python<'_>, unit: &str, property: &str, user: Option<&str>) -> PyResult<String> {
-        block_on(py, self.core.get_unit_property(unit, property, user))?.map_err(|e| machine_to_pyerr(py, e))
+        call(py, self.core.get_unit_property(unit, property, user))
+    }
+
+    /// Raise unless the unit is in `require_state` now.
+    #[pyo3(signature = (unit, require_state="active"))]
+    fn require_unit_state(&self, py: Python<'_>, unit: &str, require_state: &str) -> PyResult<()> {
+        call(py, self.core.require_unit_state(unit, require_state))
     }
 
     /// Wait until a unit is active; raise if it fails or is inactive with nothing pending.
-    #[pyo3(signature = (unit, user=None, timeout=PyDuration::secs(900)))]
+    #[pyo3(signature = (unit, user=None, timeout=DEFAULT_TIMEOUT))]
     fn wait_for_unit(&self, py: Python<'_>, unit: &str, user: Option<&str>, timeout: PyDuration) -> PyResult<()> {
-        block_on(py, self.core.wait_for_unit(unit, user, timeout.0))?.map_err(|e| machine_to_pyerr(py, e))
+        call(py, self.core.wait_for_unit(unit, user, timeout.0))
     }
 
-    /// Retry a command once a second until it succeeds; return its output.
-    #[pyo3(signature = (command, timeout=PyDuration::secs(900)))]
-    fn wait_until_succeeds(&self, py: Python<'_>, command: &str, timeout: PyDuration) -> PyResult<String> {
-        let output =
-            block_on(py, self.core.wait_until_succeeds(command, timeout.0))?.map_err(|e| machine_to_pyerr(py, e))?;
-        Ok(text(output))
+    /// Wait until a unit's ActiveState is `state` (e.g. `failed`, `activating`).
+    #[pyo3(signature = (unit, state, timeout=DEFAULT_TIMEOUT))]
+    fn wait_for_unit_active_state(&self, py: Python<'_>, unit: &str, state: &str, timeout: PyDuration) -> PyResult<()> {
+        call(py, self.core.wait_for_unit_active_state(unit, state, timeout.0))
     }
 
-    /// Retry a command once a second until it fails; return its output.
-    #[pyo3(signature = (command, timeout=PyDuration::secs(900)))]
-    fn wait_until_fails(&self, py: Python<'_>, command: &str, timeout: PyDuration) -> PyResult<String> {
-        let output =
-            block_on(py, self.core.wait_until_fails(command, timeout.0))?.map_err(|e| machine_to_pyerr(py, e))?;
-        Ok(text(output))
+    // --- waits ------------------------------------------------------------------------
+
+    /// Wait until a file exists in the guest.
+    #[pyo3(signature = (filename, timeout=DEFAULT_TIMEOUT))]
+    fn wait_for_file(&self, py: Python<'_>, filename: &str, timeout: PyDuration) -> PyResult<()> {
+        call(py, self.core.wait_for_file(filename, timeout.0))
     }
 
-    /// Power the guest off through its shell and wait for QEMU to exit.
-    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        block_on(py, self.core.shutdown())?.map_err(|e| machine_to_pyerr(py, e))
+    /// Wait until something listens on a TCP port.
+    #[pyo3(signature = (port, addr="localhost", timeout=DEFAULT_TIMEOUT))]
+    fn wait_for_open_port(&self, py: Python<'_>, port: u16, addr: &str, timeout: PyDuration) -> PyResult<()> {
+        call(py, self.core.wait_for_open_port(port, addr, timeout.0))
     }
 
-    /// Make QEMU quit at once (a simulated power failure) and wait for it.
-    fn crash(&self, py: Python<'_>) -> PyResult<()> {
-        block_on(py, self.core.crash())?.map_err(|e| machine_to_pyerr(py, e))
+    /// Wait until nothing listens on a TCP port.
+    #[pyo3(signature = (port, addr="localhost", timeout=DEFAULT_TIMEOUT))]
+    fn wait_for_closed_port(&self, py: Python<'_>, port: u16, addr: &str, timeout: PyDuration) -> PyResult<()> {
+        call(py, self.core.wait_for_closed_port(port, addr, timeout.0))
     }
 
-    /// Wait until QEMU exits (does not cause it).
-    fn wait_for_shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        block_on(py, self.core.wait_for_shutdown())?.map_err(|e| machine_to_pyerr(py, e))
+    /// Wait until something listens on a UNIX-domain socket.
+    #[pyo3(signature = (addr, is_datagram=false, timeout=DEFAULT_TIMEOUT))]
+    fn wait_for_open_unix_socket(
+        &self,
+        py: Python<'_>,
+        addr: &str,
+        is_datagram: bool,
+        timeout: PyDuration,
+    ) -> PyResult<()> {
+        call(py, self.core.wait_for_open_unix_socket(addr, is_datagram, timeout.0))
     }
 
-    /// Stop QEMU and close everything (used by the driver's cleanup).
-    fn release(&self, py: Python<'_>) -> PyResult<()> {
-        block_on(py, self.core.release())
+    /// Wait until the X server is up.
+    #[pyo3(signature = (timeout=DEFAULT_TIMEOUT))]
+    fn wait_for_x(&self, py: Python<'_>, timeout: PyDuration) -> PyResult<()> {
+        call(py, self.core.wait_for_x(timeout.0))
     }
+
+    /// The names of the X windows.
+    fn get_window_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let command = r#"xwininfo -root -tree | sed 's/.*0x[0-9a-f]* \"\([^\"]*\)\".*/\1/; t; d'"#;
+        let output = text(call(py, self.core.succeed(&[command.to_owned()], None))?);
+        Ok(output.lines().map(str::to_owned).collect())
+    }
+
+    /// Wait until an X window whose name matches `regexp` appears.
+    #[pyo3(signature = (regexp, timeout=DEFAULT_TIMEOUT))]
+    fn wait_for_window(&self, py: Python<'_>, regexp: &str, timeout: PyDuration) -> PyResult<()> {
+        let pattern = py.import("re")?.call_method1("compile", (regexp,))?;
+        nested(self.core.name(), "waiting for a window to appear", || {
+            host_retry(py, timeout.0, |py, last_try| {
+                let names = self.get_window_names(py)?;
+                if last_try {
+                    self.core.log(&format!(
+                        "Last chance to match {regexp} on the window list, which currently contains: {}",
+                        names.join(", ")
+                    ));
+                }
+                for name in &names {
+                    if !pattern.call_method1("search", (name,))?.is_none() {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })
+        })
+    }
+
+    // --- consoles ---------------------------------------------------------------------
+
+    /// Everything the serial console printed since the last start.
+    fn get_console_log(&self) -> String {
+        self.core.console_log()
+    }
+
+    /// Type on the serial console (QEMU's stdin).
+    fn send_console(&self, py: Python<'_>, chars: &str) -> PyResult<()> {
+        call(py, self.core.send_console(chars.as_bytes()))
+    }
+
+    /// Wait until `regex` matches the serial console output, as upstream: lines not yet
+    /// consumed by an earlier wait are appended (without separators) to a buffer and matched
+    /// after each line; the wait returns at the first line that makes it match. Unlike
+    /// upstream, lines are taken as they arrive, not one per second.
+    #[pyo3(signature = (regex, timeout=None))]
+    fn wait_for_console_text(&self, py: Python<'_>, regex: &str, timeout: Option<PyDuration>) -> PyResult<()> {
+        let pattern = py.import("re")?.call_method1("compile", (regex,))?;
+        let console = Arc::clone(self.core.console());
+        nested(self.core.name(), &format!("waiting for {regex} to appear on console"), || {
+            let start = Instant::now();
+            let mut buffer = String::new();
+            let mut changes = console.subscribe();
+            loop {
+                // Mark the current count seen first, so a line arriving later wakes the wait.
+                changes.borrow_and_update();
+                let from = console.cursor();
+                let lines = console.lines_from(from);
+                let count = lines.len();
+                for (offset, line) in lines.into_iter().enumerate() {
+                    buffer.push_str(&line);
+                    if !pattern.call_method1("search", (buffer.as_str(),))?.is_none() {
+                        console.set_cursor(from + offset + 1);
+                        return Ok(());
+                    }
+                }
+                console.set_cursor(from + count);
+                let remaining = match timeout {
+                    None => None,
+                    Some(timeout) => match timeout.0.checked_sub(start.elapsed()) {
+                        Some(remaining) if !remaining.is_zero() => Some(remaining),
+                        _ => {
+                            let timed_out = ntd_core::retry::TimedOut { elapsed: start.elapsed(), timeout: timeout.0 };
+                            return Err(assertion_failed(py, timed_out.to_string()));
+                        }
+                    },
+                };
+                let changed = changes.changed();
+                block_on(py, async move {
+                    match remaining {
+                        Some(remaining) => drop(tokio::time::timeout(remaining, changed).await),
+                        None => drop(changed.await),
+                    }
+                })?;
+            }
+        })
+    }
+
+    /// The text on virtual console `tty`.
+    fn get_tty_text(&self, py: Python<'_>, tty: &Bound<'_, PyAny>) -> PyResult<String> {
+        let tty = tty_name(tty)?;
+        Ok(text(call(py, self.core.get_tty_text(&tty))?))
+    }
+
+    /// Wait until the text on virtual console `tty` matches `regexp`.
+    #[pyo3(signature = (tty, regexp, timeout=DEFAULT_TIMEOUT))]
+    fn wait_until_tty_matches(
+        &self,
+        py: Python<'_>,
+        tty: &Bound<'_, PyAny>,
+        regexp: &str,
+        timeout: PyDuration,
+    ) -> PyResult<()> {
+        let tty = tty_name(tty)?;
+        let pattern = py.import("re")?.call_method1("compile", (regexp,))?;
+        nested(self.core.name(), &format!("waiting for {regexp} to appear on tty {tty}"), || {
+            host_retry(py, timeout.0, |py, last_try| {
+                let text = text(call(py, self.core.get_tty_text(&tty))?);
+                if last_try {
+                    self.core
+                        .log(&format!("Last chance to match /{regexp}/ on TTY{tty}, which currently contains: {text}"));
+                }
+                Ok(pattern.call_method1("findall", (text,))?.len()? > 0)
+            })
+        })
+    }
+
+    /// Put the text of virtual console `tty` into the journal (for debugging).
+    fn dump_tty_contents(&self, py: Python<'_>, tty: &Bound<'_, PyAny>) -> PyResult<()> {
+        let tty = tty_name(tty)?;
+        call(py, self.core.dump_tty_contents(&tty))
+    }
+
+    /// Forward the terminal's input to the serial console until end of file (Ctrl-D).
+    fn console_interact(&self, py: Python<'_>) -> PyResult<()> {
+        self.core.log("Terminal is ready (there is no prompt):");
+        let stdin = py.import("sys")?.getattr("stdin")?.getattr("buffer")?;
+        loop {
+            let byte: Vec<u8> = match stdin.call_method1("read", (1,)) {
+                Ok(byte) => byte.extract()?,
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => break,
+                Err(e) => return Err(e),
+            };
+            if byte.is_empty() {
+                self.core.log("Closing connection to the console");
+                break;
+            }
+            call(py, self.core.send_console(&byte))?;
+        }
+        Ok(())
+    }
+
+    /// Connect the terminal (or a socat `address`) to the backdoor shell.
+    #[pyo3(signature = (address=None))]
+    fn shell_interact(&self, py: Python<'_>, address: Option<&str>) -> PyResult<()> {
+        PyErr::warn(py, &py.get_type::<PyDeprecationWarning>(), c"Use the SSH backdoor instead", 1)?;
+        let address = match address {
+            Some(address) => address.to_owned(),
+            None => {
+                self.core.log("Terminal is ready (there is no initial prompt):");
+                "READLINE,prompt=$ ".to_owned()
+            }
+        };
+        match call(py, self.core.shell_interact(&address)) {
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => Ok(()),
+            other => other,
+        }
+    }
+
+    // --- files ------------------------------------------------------------------------
+
+    /// Copy a host file or directory into the guest (through the shared directory).
+    fn copy_from_host(&self, py: Python<'_>, source: PathBuf, target: &str) -> PyResult<()> {
+        call(py, self.core.copy_from_host(&source, target))
+    }
+
+    /// Copy a host file into the guest inside a shell command (no shared directory needed).
+    fn copy_from_host_via_shell(&self, py: Python<'_>, source: PathBuf, target: &str) -> PyResult<()> {
+        call(py, self.core.copy_from_host_via_shell(&source, target))
+    }
+
+    /// Copy a guest file or directory to `<out_dir>/<target_dir>/`.
+    #[pyo3(signature = (source, target_dir=""))]
+    fn copy_from_machine(&self, py: Python<'_>, source: &str, target_dir: &str) -> PyResult<()> {
+        call(py, self.core.copy_from_machine(source, target_dir)).map(drop)
+    }
+
+    /// Deprecated name of `copy_from_machine`.
+    #[pyo3(signature = (source, target_dir=""))]
+    fn copy_from_vm(&self, py: Python<'_>, source: &str, target_dir: &str) -> PyResult<()> {
+        PyErr::warn(py, &py.get_type::<PyDeprecationWarning>(), c"Use copy_from_machine() instead", 1)?;
+        self.copy_from_machine(py, source, target_dir)
+    }
+
+    // --- monitor, QMP, keyboard -------------------------------------------------------
 
     /// Send a command to QEMU's human monitor; return its reply.
     fn send_monitor_command(&self, py: Python<'_>, command: &str) -> PyResult<String> {
-        block_on(py, self.core.send_monitor_command(command))?.map_err(|e| machine_to_pyerr(py, e))
+        call(py, self.core.send_monitor_command(command))
+    }
+
+    /// Read the monitor until its prompt.
+    fn wait_for_monitor_prompt(&self, py: Python<'_>) -> PyResult<String> {
+        call(py, self.core.wait_for_monitor_prompt())
+    }
+
+    /// Press a key or combination (`"a"`, `"ctrl-alt-delete"`), then pause `delay` seconds.
+    #[pyo3(signature = (key, delay=Some(PyDuration(Duration::from_millis(10))), log=true))]
+    fn send_key(&self, py: Python<'_>, key: &str, delay: Option<PyDuration>, log: Option<bool>) -> PyResult<()> {
+        call(py, self.core.send_key(key, delay.map(|d| d.0), log.unwrap_or(true)))
     }
 
     /// Wait for a QMP event for which `event_filter(event)` is true; raise `TimeoutError` after
@@ -348,25 +705,10 @@ impl QemuMachine {
         let event = result.map_err(|e| machine_to_pyerr(py, e))?;
         json_to_py(py, &event).map(Bound::unbind)
     }
-
-    /// Everything the serial console printed since the last start.
-    fn get_console_log(&self) -> String {
-        self.core.console_log()
-    }
-
-    /// Type on the serial console (QEMU's stdin).
-    fn send_console(&self, py: Python<'_>, chars: &str) -> PyResult<()> {
-        block_on(py, self.core.send_console(chars.as_bytes()))?.map_err(|e| machine_to_pyerr(py, e))
-    }
 }
 
 /// A JSON value as the Python object `json.loads` would give.
 pub fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     let text = value.to_string();
     py.import("json")?.call_method1("loads", (text,))
-}
-
-/// Convert a driver-level error (used by the driver bindings).
-pub fn driver_error(py: Python<'_>, error: ntd_core::Error) -> PyErr {
-    to_pyerr(py, error)
 }

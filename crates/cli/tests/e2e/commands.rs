@@ -13,9 +13,12 @@ fn machine_methods_behave_as_upstreams() {
         "commands reach the shell exactly as written",
         "commands are isolated from each other and from the protocol",
         "timeouts",
+        "waits for files and console text",
+        "files between host and guest",
+        "shell_interact",
         "waits",
         "monitor, QMP and console",
-        "crash, start again, shutdown",
+        "crash, start again, reboot, shutdown",
     ] {
         run.assert_stderr_contains(&format!("(finished: subtest: {subtest}, in "));
     }

@@ -96,6 +96,13 @@ impl Scenario {
 
     /// Write a start script for the built-in guest; it is passed to the driver.
     pub fn machine(&mut self, name: &str, tier: Tier, options: &[&str]) -> PathBuf {
+        let script = self.start_script(name, tier, options);
+        self.scripts.push(script.clone());
+        script
+    }
+
+    /// Write a start script for the built-in guest without passing it to the driver.
+    pub fn start_script(&self, name: &str, tier: Tier, options: &[&str]) -> PathBuf {
         let tier = match tier {
             Tier::Debian => "debian",
             Tier::Smoke => "smoke",
@@ -110,9 +117,7 @@ impl Scenario {
             .output()
             .expect("run mk-start-script");
         assert!(output.status.success(), "mk-start-script: {}", String::from_utf8_lossy(&output.stderr));
-        let script = PathBuf::from(String::from_utf8(output.stdout).expect("utf-8").trim());
-        self.scripts.push(script.clone());
-        script
+        PathBuf::from(String::from_utf8(output.stdout).expect("utf-8").trim())
     }
 
     /// Write a file into the scenario directory.
@@ -150,9 +155,24 @@ impl Scenario {
     }
 
     /// Run a prepared driver command under the hang guard.
-    pub fn run_command(&self, mut command: Command, limit: Duration) -> Run {
+    pub fn run_command(&self, command: Command, limit: Duration) -> Run {
+        self.run_command_with_stdin(command, None, limit)
+    }
+
+    /// Run a prepared driver command under the hang guard, writing `stdin` to it (and then
+    /// closing it) when given.
+    pub fn run_command_with_stdin(&self, mut command: Command, stdin: Option<&[u8]>, limit: Duration) -> Run {
         let start = Instant::now();
+        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run the driver");
+        if let Some(data) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&data);
+            });
+        }
         let mut stdout = child.stdout.take().expect("stdout pipe");
         let mut stderr = child.stderr.take().expect("stderr pipe");
         let out_reader = std::thread::spawn(move || {

@@ -8,6 +8,7 @@ mod commands;
 mod debian;
 mod examples;
 mod failures;
+mod globals;
 mod harness;
 mod interfaces;
 mod start_script;

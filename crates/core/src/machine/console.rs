@@ -83,11 +83,13 @@ pub struct Console {
     lines: Mutex<Vec<String>>,
     /// The number of lines so far; waiters watch it.
     count: watch::Sender<usize>,
+    /// How many lines `wait_for_console_text` has consumed (upstream's shared queue).
+    cursor: Mutex<usize>,
 }
 
 impl Default for Console {
     fn default() -> Self {
-        Console { lines: Mutex::new(Vec::new()), count: watch::Sender::new(0) }
+        Console { lines: Mutex::new(Vec::new()), count: watch::Sender::new(0), cursor: Mutex::new(0) }
     }
 }
 
@@ -102,7 +104,25 @@ impl Console {
     /// Forget everything (a new boot starts a new log, as upstream).
     pub fn clear(&self) {
         self.lock().clear();
+        self.set_cursor(0);
         self.count.send_replace(0);
+    }
+
+    /// The first line `wait_for_console_text` has not consumed yet. Upstream's waits take
+    /// lines from one queue, so a line that ended one wait is not seen by the next.
+    pub fn cursor(&self) -> usize {
+        match self.cursor.lock() {
+            Ok(cursor) => *cursor,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// Mark lines before `index` as consumed.
+    pub fn set_cursor(&self, index: usize) {
+        match self.cursor.lock() {
+            Ok(mut cursor) => *cursor = index,
+            Err(poisoned) => *poisoned.into_inner() = index,
+        }
     }
 
     fn push(&self, line: String) {

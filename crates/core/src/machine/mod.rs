@@ -8,12 +8,17 @@
 //! never a hang.
 
 pub mod console;
+mod files;
+mod interact;
+pub mod keys;
 pub mod monitor;
 pub mod qmp;
 pub mod shell;
 pub mod start_command;
+mod systemd;
+mod waits;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,6 +243,37 @@ pub enum Error {
         /// Its state.
         state: String,
     },
+    /// A unit is not in the state required (upstream's message, its doubled word included).
+    #[error("Expected unit '{unit}' to to be in state '{expected}' but it is in state '{state}'")]
+    UnexpectedUnitState {
+        /// The unit.
+        unit: String,
+        /// The state required.
+        expected: String,
+        /// The state it is in.
+        state: String,
+    },
+    /// An in-guest wait loop ended in a way it cannot (the shell could not run it).
+    #[error("{machine}: the wait loop in the guest ended with exit status {status}: {output}")]
+    WaitLoop {
+        /// The machine.
+        machine: String,
+        /// Its exit status.
+        status: i32,
+        /// What it printed.
+        output: String,
+    },
+    /// Copying a file on the host failed.
+    #[error("{machine}: cannot {action}")]
+    HostFile {
+        /// The machine.
+        machine: String,
+        /// What was being done.
+        action: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A unit waited for is inactive and nothing will start it.
     #[error("unit \"{unit}\" is inactive and there are no pending jobs")]
     UnitInactive {
@@ -274,7 +310,8 @@ impl Error {
             | Error::SystemctlFailed { .. }
             | Error::InvalidSystemctlOutput { .. }
             | Error::UnitFailed { .. }
-            | Error::UnitInactive { .. } => ErrorKind::AssertionFailed,
+            | Error::UnitInactive { .. }
+            | Error::UnexpectedUnitState { .. } => ErrorKind::AssertionFailed,
             Error::EventTimeout(_) => ErrorKind::Timeout,
             Error::StartScript { .. } => ErrorKind::Config,
             _ => ErrorKind::Machine,
@@ -370,6 +407,8 @@ struct Inner {
     running: Mutex<Option<Arc<Running>>>,
     booted: AtomicBool,
     connected: AtomicBool,
+    /// Waits poll from the host while a polling condition is active (see `waits`).
+    host_side_waits: AtomicBool,
     callbacks: Mutex<Vec<Callback>>,
 }
 
@@ -446,6 +485,7 @@ impl Machine {
                 running: Mutex::new(None),
                 booted: AtomicBool::new(false),
                 connected: AtomicBool::new(false),
+                host_side_waits: AtomicBool::new(false),
                 callbacks: Mutex::new(Vec::new()),
             }),
         })
@@ -504,6 +544,12 @@ impl Machine {
     /// Upstream's `connected`: the backdoor shell is ready.
     pub fn is_connected(&self) -> bool {
         self.inner.connected.load(Ordering::SeqCst)
+    }
+
+    /// Forget the backdoor connection: the next command waits for the guest's marker again
+    /// (after a reboot or a switch to stage 2).
+    pub fn mark_disconnected(&self) {
+        self.inner.connected.store(false, Ordering::SeqCst);
     }
 
     /// Upstream's `is_up()`: booted and connected.
@@ -823,6 +869,14 @@ impl Machine {
         })?;
         let shell_error = |source| Error::Shell { machine: name.clone(), command: command.to_owned(), source };
         let mut shell = running.shell.lock().await;
+        let stray = shell.take_stray_output().await;
+        if !stray.is_empty() {
+            let shown = &stray[..stray.len().min(200)];
+            log::warning(
+                Some(name),
+                &format!("ignoring output printed after an earlier command had ended: {}", log::bytes_repr(shown)),
+            );
+        }
         let sent = shell.send(&frame).await;
         let reply = match sent {
             Ok(()) if !options.check_output => return Ok((-2, Vec::new())),
@@ -890,121 +944,6 @@ impl Machine {
         Ok(output)
     }
 
-    /// Upstream's `systemctl(q, user=None)`: run `systemctl <q>`, as `user` with `--user`.
-    pub async fn systemctl(&self, query: &str, user: Option<&str>) -> Result<(i32, Vec<u8>)> {
-        let command = match user {
-            Some(user) => {
-                let query = query.replace('\'', "\\'");
-                format!("su -l {user} --shell /bin/sh -c $'XDG_RUNTIME_DIR=/run/user/`id -u` systemctl --user {query}'")
-            }
-            None => format!("systemctl {query}"),
-        };
-        self.execute(&command, ExecuteOptions::default()).await
-    }
-
-    /// Upstream's `get_unit_info(unit, user=None)`: every property `systemctl show` prints.
-    pub async fn get_unit_info(&self, unit: &str, user: Option<&str>) -> Result<BTreeMap<String, String>> {
-        let (status, output) = self.systemctl(&format!("--no-pager show \"{unit}\""), user).await?;
-        if status != 0 {
-            return Err(Error::SystemctlFailed {
-                what: "info".into(),
-                unit: unit.to_owned(),
-                user: user.map(str::to_owned),
-                status,
-            });
-        }
-        Ok(String::from_utf8_lossy(&output)
-            .split('\n')
-            .filter_map(|line| line.split_once('=').filter(|(key, _)| !key.is_empty()))
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .collect())
-    }
-
-    /// Upstream's `get_unit_property(unit, property, user=None)`.
-    pub async fn get_unit_property(&self, unit: &str, property: &str, user: Option<&str>) -> Result<String> {
-        let query = format!("--no-pager show \"{unit}\" --property=\"{property}\"");
-        let (status, output) = self.systemctl(&query, user).await?;
-        if status != 0 {
-            return Err(Error::SystemctlFailed {
-                what: format!("property \"{property}\""),
-                unit: unit.to_owned(),
-                user: user.map(str::to_owned),
-                status,
-            });
-        }
-        let output = String::from_utf8_lossy(&output);
-        // Upstream matches `^([^=]+)=(.*)$` against the whole output: the first line.
-        let first = output.split('\n').next().unwrap_or_default();
-        match first.split_once('=') {
-            Some((key, value)) if key == property => Ok(value.to_owned()),
-            _ => Err(Error::InvalidSystemctlOutput {
-                property: property.to_owned(),
-                unit: unit.to_owned(),
-                output: output.into_owned(),
-            }),
-        }
-    }
-
-    /// Upstream's `wait_for_unit(unit, user=None, timeout=900)`: wait until the unit is
-    /// active; fail at once if it failed, or if it is inactive with no job pending.
-    pub async fn wait_for_unit(&self, unit: &str, user: Option<&str>, timeout: Duration) -> Result<()> {
-        let title = match user {
-            Some(user) => format!("waiting for unit {unit} with user {user}"),
-            None => format!("waiting for unit {unit}"),
-        };
-        log::nested(Some(&self.inner.name), &title, async {
-            crate::retry::retry(timeout, |_| async {
-                let state = self.get_unit_property(unit, "ActiveState", user).await?;
-                if state == "failed" {
-                    return Err(Error::UnitFailed { unit: unit.to_owned(), state });
-                }
-                if state == "inactive" {
-                    let (_, jobs) = self.systemctl("list-jobs --full 2>&1", user).await?;
-                    if memchr::memmem::find(&jobs, b"No jobs").is_some() {
-                        let info = self.get_unit_info(unit, user).await?;
-                        if info.get("ActiveState").map(String::as_str) == Some("inactive") {
-                            return Err(Error::UnitInactive { unit: unit.to_owned() });
-                        }
-                    }
-                }
-                Ok(state == "active")
-            })
-            .await??;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Upstream's `wait_until_succeeds(command, timeout=900)`: retry once a second until the
-    /// command succeeds; returns its output.
-    pub async fn wait_until_succeeds(&self, command: &str, timeout: Duration) -> Result<Vec<u8>> {
-        self.wait_until(command, timeout, true).await
-    }
-
-    /// Upstream's `wait_until_fails(command, timeout=900)`: retry until the command fails.
-    pub async fn wait_until_fails(&self, command: &str, timeout: Duration) -> Result<Vec<u8>> {
-        self.wait_until(command, timeout, false).await
-    }
-
-    async fn wait_until(&self, command: &str, timeout: Duration, success: bool) -> Result<Vec<u8>> {
-        let what = if success { "success" } else { "failure" };
-        log::nested(Some(&self.inner.name), &format!("waiting for {what}: {command}"), async {
-            let output = Mutex::new(Vec::new());
-            let options = ExecuteOptions { timeout: Some(timeout), ..ExecuteOptions::default() };
-            crate::retry::retry(timeout, |_| {
-                let output = &output;
-                async move {
-                    let (status, out) = self.execute(command, options).await?;
-                    *lock(output) = out;
-                    Ok::<_, Error>((status == 0) == success)
-                }
-            })
-            .await??;
-            Ok(std::mem::take(&mut *lock(&output)))
-        })
-        .await
-    }
-
     /// Send a command to the HMP monitor and return its reply up to the prompt (upstream's
     /// `send_monitor_command`). Runs the callbacks first.
     pub async fn send_monitor_command(&self, command: &str) -> Result<String> {
@@ -1012,6 +951,13 @@ impl Machine {
         let running = self.running()?;
         let mut monitor = running.monitor.lock().await;
         monitor.command(command).await.map_err(|source| Error::Monitor { machine: self.inner.name.clone(), source })
+    }
+
+    /// Read the HMP monitor until its prompt (upstream's `wait_for_monitor_prompt`).
+    pub async fn wait_for_monitor_prompt(&self) -> Result<String> {
+        let running = self.running()?;
+        let mut monitor = running.monitor.lock().await;
+        monitor.wait_for_prompt().await.map_err(|source| Error::Monitor { machine: self.inner.name.clone(), source })
     }
 
     /// Run a QMP command and return its `return` value.

@@ -70,6 +70,25 @@ pub fn shell_quote(text: &str) -> String {
     quoted
 }
 
+/// Python's `shlex.quote`: the word as it is when it has only safe characters, else
+/// single-quoted. Upstream builds its file-copy commands with it, and they are logged, so ntd
+/// quotes the same way.
+pub fn shlex_quote(word: &str) -> String {
+    if word.is_empty() {
+        return "''".to_owned();
+    }
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if word.chars().all(safe) {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', "'\"'\"'"))
+}
+
+/// Upstream's `make_command`: the words quoted with `shlex.quote` and joined by spaces.
+pub fn make_command<S: AsRef<str>>(words: &[S]) -> String {
+    words.iter().map(|w| shlex_quote(w.as_ref())).collect::<Vec<_>>().join(" ")
+}
+
 fn new_nonce() -> [u8; 16] {
     let mut raw = [0u8; 8];
     if getrandom::fill(&mut raw).is_err() {
@@ -229,6 +248,8 @@ impl Shell {
     /// Read until the guest has printed the marker line. `on_chunk` sees every chunk as it
     /// arrives (upstream logs each as `Guest shell says: b'…'`).
     pub async fn wait_for_marker(&mut self, mut on_chunk: impl FnMut(&[u8])) -> Result<(), ShellError> {
+        // A reboot or a switch to stage 2 abandons whatever reply the old shell owed.
+        self.pending = None;
         let mut seen = std::mem::take(&mut self.leftover);
         let mut chunk = vec![0u8; 1024];
         loop {
@@ -246,6 +267,25 @@ impl Shell {
             on_chunk(&chunk[..n]);
             seen.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Take what the guest wrote since the last reply ended, without waiting: output of a
+    /// background job started by an earlier command, which would otherwise be taken for the
+    /// next command's output.
+    pub async fn take_stray_output(&mut self) -> Vec<u8> {
+        if self.pending.is_some() {
+            return Vec::new();
+        }
+        let mut stray = std::mem::take(&mut self.leftover);
+        let mut chunk = vec![0u8; 16 * 1024];
+        // One poll each: whatever is already in the socket, nothing that is yet to come.
+        while let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::ZERO, self.stream.read(&mut chunk)).await {
+            if n == 0 {
+                break;
+            }
+            stray.extend_from_slice(&chunk[..n]);
+        }
+        stray
     }
 
     /// Send a framed command. The reply must be read with [`Shell::receive`] or is discarded
@@ -284,6 +324,12 @@ impl Shell {
                 return Ok(reply);
             }
         }
+    }
+
+    /// The connection's file descriptor, for handing the shell to an interactive program.
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.stream.as_raw_fd()
     }
 
     /// Write bytes to the shell as they are, unframed (upstream's `shutdown()` writes
@@ -327,6 +373,16 @@ mod tests {
         let b = Frame::new("true", None).expect("frame");
         assert_ne!(a.nonce, b.nonce);
         assert!(a.nonce.iter().all(u8::is_ascii_hexdigit));
+    }
+
+    #[test]
+    fn shlex_quotes_like_python() {
+        assert_eq!(shlex_quote("/tmp/shared/tmpab_12"), "/tmp/shared/tmpab_12");
+        assert_eq!(shlex_quote(""), "''");
+        assert_eq!(shlex_quote("a b"), "'a b'");
+        assert_eq!(shlex_quote("it's"), "'it'\"'\"'s'");
+        assert_eq!(shlex_quote("ünï"), "'ünï'");
+        assert_eq!(make_command(&["cp", "-r", "/a b", "/c"]), "cp -r '/a b' /c");
     }
 
     #[test]

@@ -11,13 +11,17 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from unittest import TestCase
 
 from ntd import _native
+from ntd.debug import DebugAbstract, DebugNop
+from ntd.duration import as_timedelta
 from ntd.errors import MachineError, RequestedAssertionFailed
+from ntd.polling_condition import PollingCondition
 
 BaseMachine = _native.BaseMachine
 QemuMachine = _native.QemuMachine
@@ -27,31 +31,52 @@ VLan = _native.VLan
 Logger = _native.Logger
 
 
+class NspawnMachine(BaseMachine):
+    """Upstream's systemd-nspawn container machine. ntd runs QEMU machines only; the class
+    exists so that scripts and type stubs naming it keep working."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "NspawnMachine":
+        raise MachineError("systemd-nspawn containers are not supported by ntd; use QEMU nodes")
+
+
 class AssertionTester(TestCase):
     """`unittest.TestCase` whose failures are `RequestedAssertionFailed`: the script's `t`."""
 
     failureException = RequestedAssertionFailed
 
 
-def _seconds(timeout: "datetime.timedelta | int | float") -> float:
-    if isinstance(timeout, datetime.timedelta):
-        return timeout.total_seconds()
-    return float(timeout)
+_DEFAULT_TIMEOUT = datetime.timedelta(minutes=15)
 
 
-def retry(fn: Callable[[bool], bool], timeout_seconds: "datetime.timedelta | int | float" = 900) -> None:
-    """Call `fn(last_try)` once a second until it returns True, for `timeout_seconds`; then
-    once more with `last_try=True`; raise `RequestedAssertionFailed` if that fails too."""
-    timeout = _seconds(timeout_seconds)
+def retry(
+    fn: Callable[[bool], bool],
+    timeout_seconds: "datetime.timedelta | int | float | None" = None,
+    timeout: "datetime.timedelta | None" = None,
+) -> None:
+    """Call `fn(last_try)` once a second until it returns True, for `timeout` (default 15
+    minutes); then once more with `last_try=True`; raise `RequestedAssertionFailed` if that
+    fails too. `timeout_seconds` is the older name of `timeout`."""
+    if timeout_seconds is not None:
+        if timeout is not None:
+            raise TypeError("retry() got both 'timeout' and 'timeout_seconds' arguments. Pass only 'timeout'")
+        timeout = as_timedelta(timeout_seconds)
+    elif timeout is None:
+        timeout = _DEFAULT_TIMEOUT
+    else:
+        timeout = as_timedelta(timeout)
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
+
+    def elapsed() -> datetime.timedelta:
+        return datetime.timedelta(seconds=time.monotonic() - start)
+
+    while elapsed() < timeout:
         if fn(False):
             return
         time.sleep(1)
-    elapsed = time.monotonic() - start
     if not fn(True):
-        shown = int(timeout) if timeout == int(timeout) else timeout
-        raise RequestedAssertionFailed(f"action timed out after {elapsed:.2f} seconds (timeout={shown})")
+        raise RequestedAssertionFailed(
+            f"action timed out after {elapsed().total_seconds():.2f} seconds (timeout={timeout.total_seconds()})"
+        )
 
 
 def pythonize_name(name: str) -> str:
@@ -62,10 +87,21 @@ def pythonize_name(name: str) -> str:
 class Driver:
     """A test run: the native driver (machines, VLANs), the script and the logger."""
 
-    def __init__(self, native: "_native.Driver", tests: str, logger: "_native.Logger") -> None:
+    def __init__(
+        self,
+        native: "_native.Driver",
+        tests: str,
+        logger: "_native.Logger",
+        debug: "DebugAbstract | None" = None,
+    ) -> None:
         self.native = native
         self.tests = tests
         self.logger = logger
+        self.debug = debug if debug is not None else DebugNop()
+        self.polling_conditions: list[PollingCondition] = []
+        # As upstream: every command of a driver machine first checks the polling conditions.
+        for machine in self.machines:
+            machine.callbacks.append(self.check_polling_conditions)
 
     @property
     def machines(self) -> list[QemuMachine]:
@@ -74,6 +110,14 @@ class Driver:
     @property
     def vlans(self) -> list[VLan]:
         return self.native.vlans
+
+    @property
+    def machines_qemu(self) -> list[QemuMachine]:
+        return self.native.machines
+
+    @property
+    def machines_nspawn(self) -> list[NspawnMachine]:
+        return []
 
     @property
     def global_timeout(self) -> float:
@@ -99,6 +143,8 @@ class Driver:
             start_all=self.start_all,
             test_script=self.test_script,
             machines=self.machines,
+            machines_qemu=self.machines_qemu,
+            machines_nspawn=self.machines_nspawn,
             vlans=self.vlans,
             driver=self,
             log=self.logger,
@@ -110,10 +156,14 @@ class Driver:
             retry=retry,
             serial_stdout_off=self.serial_stdout_off,
             serial_stdout_on=self.serial_stdout_on,
+            polling_condition=self.polling_condition,
             BaseMachine=BaseMachine,  # for typing
             QemuMachine=QemuMachine,  # for typing
+            NspawnMachine=NspawnMachine,  # for typing
             Machine=Machine,  # for typing, in old scripts
             t=AssertionTester(),
+            debug=self.debug,
+            dump_machine_ssh=self.dump_machine_ssh,
         )
         machine_symbols = {pythonize_name(m.name): m for m in self.machines}
         # With exactly one machine, it is also `machine`, whatever its name.
@@ -161,7 +211,11 @@ class Driver:
                 exc_prefix = exc_type.__name__ if exc_type is not None else "Error"
                 for line in f"{exc_prefix}: {exc}".splitlines():
                     self.logger.log_test_error(line)
+                self.debug.breakpoint()
                 sys.exit(1)
+            except Exception:
+                self.debug.breakpoint()
+                raise
 
     def run_tests(self) -> None:
         """Run the test script (for non-interactive runs), then `sync` every machine that is up."""
@@ -204,3 +258,69 @@ class Driver:
 
     def serial_stdout_off(self) -> None:
         self.logger.print_serial_logs(False)
+
+    def dump_machine_ssh(self) -> None:
+        """Upstream prints how to reach machines over the SSH backdoor; ntd has none."""
+
+    def check_polling_conditions(self) -> None:
+        for condition in self.polling_conditions:
+            condition.maybe_raise()
+
+    def _set_host_side_waits(self, enable: bool) -> None:
+        for machine in self.machines:
+            machine._set_host_side_waits(enable)
+
+    def polling_condition(
+        self,
+        fun_: "Callable | None" = None,
+        *,
+        seconds_interval: "float | None" = None,
+        interval: "datetime.timedelta | None" = None,
+        description: "str | None" = None,
+    ) -> Any:
+        """Make a function a polling condition: a decorator (`@polling_condition`, or with
+        arguments) giving a context manager that checks it before every command."""
+        driver = self
+        if seconds_interval is not None:
+            if interval is not None:
+                raise TypeError(
+                    "polling_condition() got both 'interval' and 'seconds_interval' arguments. Pass only 'interval'"
+                )
+            warnings.warn("polling_condition(): The 'seconds_interval' argument is deprecated. Use 'interval' instead.")
+            interval = as_timedelta(seconds_interval)
+
+        class Poll:
+            def __init__(self, fun: Callable) -> None:
+                self.condition = PollingCondition(fun, driver.logger, description=description, interval=interval)
+
+            def __enter__(self) -> None:
+                driver.polling_conditions.append(self.condition)
+                driver._set_host_side_waits(True)
+
+            def __exit__(self, *_: Any) -> None:
+                res = driver.polling_conditions.pop()
+                assert res is self.condition
+                if not driver.polling_conditions:
+                    driver._set_host_side_waits(False)
+
+            def wait(
+                self,
+                timeout_seconds: "datetime.timedelta | int | float | None" = None,
+                timeout: "datetime.timedelta | None" = None,
+            ) -> None:
+                description = self.condition.description
+
+                def holds(last: bool) -> bool:
+                    if last:
+                        driver.logger.info(f"Last chance for {description}")
+                    ok = self.condition.check(force=True)
+                    if not ok and not last:
+                        driver.logger.info(f"({description} failure not fatal yet)")
+                    return ok
+
+                with driver.logger.nested(f"waiting for {description}"):
+                    retry(holds, timeout_seconds, timeout)
+
+        if fun_ is None:
+            return Poll
+        return Poll(fun_)

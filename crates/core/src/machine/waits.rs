@@ -1,0 +1,267 @@
+//! Waiting for something in the guest.
+//!
+//! Upstream polls from the host once a second, each poll one or more full commands, so a
+//! condition is noticed 0.5 s late on average and up to a second. ntd sends one command that
+//! runs the polling loop inside the guest and returns when the condition holds: files are
+//! checked every 0.1 s with the shell's own `test`, TCP ports with bash's `/dev/tcp` (no process
+//! started per check), and the pause between checks is a `read -t` on a private fifo, not a
+//! `sleep` process. The loop runs under the wait's timeout (`timeout T`), and after a timeout
+//! one last check decides, as upstream's `retry` does, so results and messages are upstream's.
+//!
+//! While a polling condition is active, waits poll from the host instead, as upstream does:
+//! the conditions are checked before every command, and a loop inside the guest would let a
+//! failing condition go unnoticed for the whole wait.
+
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::shell::shell_quote;
+use super::{Error, ExecuteOptions, Machine, Result, lock};
+use crate::log;
+
+/// Shell code defining `nap SECONDS`: a pause without starting a process (a `read -t` on a
+/// private fifo), falling back to `sleep` where no fifo can be made.
+pub(crate) const NAP: &str = "nf=/tmp/.ntd-nap.$$.${RANDOM:-0}\n\
+    if mkfifo \"$nf\" 2>/dev/null && exec 9<>\"$nf\"; then rm -f \"$nf\"; nap() { read -t \"$1\" -u 9 _; }\n\
+    else nap() { sleep \"$1\"; }; fi\n";
+
+/// How an in-guest wait loop ended.
+pub(crate) enum GuestWait {
+    /// The condition holds.
+    Holds,
+    /// The loop ran out of time.
+    TimedOut {
+        /// When the wait began (the error reports the time since, last check included).
+        started: Instant,
+    },
+    /// The loop ended itself with another status (a check that can never succeed).
+    Exited {
+        /// Its exit status.
+        status: i32,
+        /// What it printed.
+        output: Vec<u8>,
+    },
+}
+
+/// The loop for a condition that a shell command tests: `until CHECK; do nap I; done`.
+fn until_script(check: &str, interval: &str) -> String {
+    // `until` returns the status of the last `nap` (a timed-out read), hence the `exit 0`.
+    format!("set +eu +o pipefail\n{NAP}until {check}\ndo nap {interval}; done\nexit 0\n")
+}
+
+/// A TCP port check: bash's `/dev/tcp` (no process per check) where the shell is bash, else
+/// upstream's `nc -z`.
+fn tcp_check(addr: &str, port: u16) -> String {
+    let addr = shell_quote(addr);
+    format!(
+        "{{ if [ -n \"${{BASH_VERSION:-}}\" ]; then : 2>/dev/null <>\"/dev/tcp/\"{addr}\"/{port}\"; \
+         else nc -z {addr} {port}; fi; }}"
+    )
+}
+
+impl Machine {
+    /// Whether waits must poll from the host: a polling condition is active.
+    pub fn host_side_waits(&self) -> bool {
+        self.inner.host_side_waits.load(Ordering::SeqCst)
+    }
+
+    /// Make waits poll from the host (while a polling condition is active) or from the guest.
+    pub fn set_host_side_waits(&self, enable: bool) {
+        self.inner.host_side_waits.store(enable, Ordering::SeqCst);
+    }
+
+    /// Run an in-guest wait loop under `timeout`.
+    pub(crate) async fn guest_wait(&self, script: &str, timeout: Duration) -> Result<GuestWait> {
+        let start = Instant::now();
+        let (status, output) =
+            self.execute(script, ExecuteOptions { timeout: Some(timeout), ..ExecuteOptions::default() }).await?;
+        Ok(match status {
+            0 => GuestWait::Holds,
+            // coreutils' timeout says 124; busybox's reports the TERM signal.
+            124 | 143 => GuestWait::TimedOut { started: start },
+            status => GuestWait::Exited { status, output },
+        })
+    }
+
+    /// The error for a wait loop that ended in a way it should not.
+    pub(crate) fn wait_loop_failed(&self, status: i32, output: &[u8]) -> Error {
+        Error::WaitLoop {
+            machine: self.name().to_owned(),
+            status,
+            output: String::from_utf8_lossy(output).trim_end().to_owned(),
+        }
+    }
+
+    /// Wait until `check` (a shell condition) holds: in the guest, or from the host while
+    /// polling conditions are active. Either way, upstream's timeout semantics.
+    async fn wait_for_condition(&self, check: &str, interval: &str, timeout: Duration) -> Result<()> {
+        let once = || async move {
+            let (status, _) = self.execute(check, ExecuteOptions::default()).await?;
+            Ok::<_, Error>(status == 0)
+        };
+        if self.host_side_waits() {
+            crate::retry::retry(timeout, |_| once()).await??;
+            return Ok(());
+        }
+        match self.guest_wait(&until_script(check, interval), timeout).await? {
+            GuestWait::Holds => Ok(()),
+            GuestWait::TimedOut { started } => {
+                if once().await? {
+                    Ok(())
+                } else {
+                    Err(crate::retry::TimedOut { elapsed: started.elapsed(), timeout }.into())
+                }
+            }
+            GuestWait::Exited { status, output } => Err(self.wait_loop_failed(status, &output)),
+        }
+    }
+
+    /// Upstream's `wait_for_file(filename, timeout=900)` (the name goes to `test -e`
+    /// unquoted, as upstream's does).
+    pub async fn wait_for_file(&self, filename: &str, timeout: Duration) -> Result<()> {
+        log::nested(Some(self.name()), &format!("waiting for file '{filename}'"), async {
+            self.wait_for_condition(&format!("test -e {filename}"), "0.1", timeout).await
+        })
+        .await
+    }
+
+    /// Upstream's `wait_for_open_port(port, addr="localhost", timeout=900)`.
+    pub async fn wait_for_open_port(&self, port: u16, addr: &str, timeout: Duration) -> Result<()> {
+        log::nested(Some(self.name()), &format!("waiting for TCP port {port} on {addr}"), async {
+            self.wait_for_condition(&tcp_check(addr, port), "0.1", timeout).await
+        })
+        .await
+    }
+
+    /// Upstream's `wait_for_closed_port(port, addr="localhost", timeout=900)`.
+    pub async fn wait_for_closed_port(&self, port: u16, addr: &str, timeout: Duration) -> Result<()> {
+        log::nested(Some(self.name()), &format!("waiting for TCP port {port} on {addr} to be closed"), async {
+            self.wait_for_condition(&format!("! {}", tcp_check(addr, port)), "0.1", timeout).await
+        })
+        .await
+    }
+
+    /// Upstream's `wait_for_open_unix_socket(addr, is_datagram=False, timeout=900)`.
+    pub async fn wait_for_open_unix_socket(&self, addr: &str, is_datagram: bool, timeout: Duration) -> Result<()> {
+        let (flags, kind) = if is_datagram { ("-z -uU", "datagram") } else { ("-z -U", "stream") };
+        log::nested(Some(self.name()), &format!("waiting for UNIX-domain {kind} on '{addr}'"), async {
+            self.wait_for_condition(&format!("nc {flags} {addr}"), "0.2", timeout).await
+        })
+        .await
+    }
+
+    /// Upstream's `wait_for_x(timeout=900)`: graphical target reached and the X socket there.
+    pub async fn wait_for_x(&self, timeout: Duration) -> Result<()> {
+        log::nested(Some(self.name()), "waiting for the X11 server", async {
+            let check = "{ journalctl -b SYSLOG_IDENTIFIER=systemd | grep 'Reached target Current graphical' >/dev/null \
+                         && [ -e /tmp/.X11-unix/X0 ]; }";
+            self.wait_for_condition(check, "1", timeout).await
+        })
+        .await
+    }
+
+    /// Upstream's `wait_until_succeeds(command, timeout=900)`: retry once a second until the
+    /// command succeeds; returns its output. Each attempt is bounded by `attempt_timeout`
+    /// (default: `timeout`, as upstream).
+    pub async fn wait_until_succeeds(
+        &self,
+        command: &str,
+        timeout: Duration,
+        attempt_timeout: Option<Duration>,
+    ) -> Result<Vec<u8>> {
+        self.wait_until(command, timeout, attempt_timeout, true).await
+    }
+
+    /// Upstream's `wait_until_fails(command, timeout=900)`: retry until the command fails.
+    pub async fn wait_until_fails(
+        &self,
+        command: &str,
+        timeout: Duration,
+        attempt_timeout: Option<Duration>,
+    ) -> Result<Vec<u8>> {
+        self.wait_until(command, timeout, attempt_timeout, false).await
+    }
+
+    async fn wait_until(
+        &self,
+        command: &str,
+        timeout: Duration,
+        attempt_timeout: Option<Duration>,
+        success: bool,
+    ) -> Result<Vec<u8>> {
+        let what = if success { "success" } else { "failure" };
+        log::nested(Some(self.name()), &format!("waiting for {what}: {command}"), async {
+            let output = Mutex::new(Vec::new());
+            let options =
+                ExecuteOptions { timeout: Some(attempt_timeout.unwrap_or(timeout)), ..ExecuteOptions::default() };
+            crate::retry::retry(timeout, |_| {
+                let output = &output;
+                async move {
+                    let (status, out) = self.execute(command, options).await?;
+                    *lock(output) = out;
+                    Ok::<_, Error>((status == 0) == success)
+                }
+            })
+            .await??;
+            Ok(std::mem::take(&mut *lock(&output)))
+        })
+        .await
+    }
+
+    /// Upstream's `sleep(secs)`: sleep in guest time (`succeed("sleep N")`).
+    pub async fn sleep(&self, duration: Duration) -> Result<()> {
+        self.succeed(&[format!("sleep {}", crate::config::format_seconds(duration))], None).await?;
+        Ok(())
+    }
+
+    /// Upstream's `get_tty_text(tty)`: the text on virtual console `tty`, folded to its width.
+    pub async fn get_tty_text(&self, tty: &str) -> Result<Vec<u8>> {
+        let command = format!("fold -w$(stty -F /dev/tty{tty} size | awk '{{print $2}}') /dev/vcs{tty}");
+        Ok(self.execute(&command, ExecuteOptions::default()).await?.1)
+    }
+
+    /// Upstream's `dump_tty_contents(tty)`: put the console's text into the journal.
+    pub async fn dump_tty_contents(&self, tty: &str) -> Result<()> {
+        self.execute(&format!("fold -w 80 /dev/vcs{tty} | systemd-cat"), ExecuteOptions::default()).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The shells guests run the backdoor in: bash (NixOS, Debian) and busybox ash.
+    pub(crate) const GUEST_SHELLS: [&[&str]; 2] = [&["bash"], &["busybox", "sh"]];
+
+    fn run(shell: &[&str], script: &str) -> std::process::ExitStatus {
+        std::process::Command::new(shell[0]).args(&shell[1..]).arg("-c").arg(script).status().expect("run shell")
+    }
+
+    #[test]
+    fn until_loops_run_in_posix_shells() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let flag = dir.path().join("flag");
+        for shell in GUEST_SHELLS {
+            let _ = std::fs::remove_file(&flag);
+            let script = format!(
+                "(sleep 0.3; touch {0}) & {1}",
+                flag.display(),
+                until_script(&format!("test -e {}", flag.display()), "0.1")
+            );
+            let start = Instant::now();
+            assert!(run(shell, &script).success(), "{shell:?}");
+            assert!(start.elapsed() < Duration::from_secs(5), "{shell:?} loop did not end");
+        }
+    }
+
+    #[test]
+    fn tcp_check_sees_open_and_closed_ports() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(run(&["bash"], &tcp_check("127.0.0.1", port)).success());
+        drop(listener);
+        assert!(!run(&["bash"], &tcp_check("127.0.0.1", port)).success());
+    }
+}
