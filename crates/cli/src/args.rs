@@ -139,7 +139,7 @@ impl Args {
         };
         let keep_machine_state = self.keep_machine_state || self.keep_vm_state;
 
-        let spec = match &self.config {
+        let mut spec = match &self.config {
             Some(path) => {
                 let legacy = [
                     ("--start-scripts", self.start_scripts.is_some()),
@@ -163,11 +163,13 @@ impl Args {
                     .into(),
             )
         })?;
-        for machine in &spec.machines {
+        let cwd = std::env::current_dir().map_err(|e| UsageError(format!("cannot read the current directory: {e}")))?;
+        for machine in &mut spec.machines {
             let command = ntd_core::machine::start_command::StartCommand::new(machine.start_command.clone());
             if let Some((path, problem)) = command.script_problem() {
                 return Err(UsageError(format!("start script {} {problem}", path.display())));
             }
+            machine.start_command = command.absolutized(&cwd).as_str().to_owned();
         }
         Ok(Resolved { spec, test_script, output_directory, keep_machine_state, log_level, connect_timeout })
     }

@@ -657,6 +657,24 @@ impl QemuMachine {
         self.copy_from_machine(py, source, target_dir)
     }
 
+    // --- network ----------------------------------------------------------------------
+
+    /// Unplug the first VLAN NIC (eth1).
+    fn block(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, self.core.block())
+    }
+
+    /// Plug the first VLAN NIC back in.
+    fn unblock(&self, py: Python<'_>) -> PyResult<()> {
+        call(py, self.core.unblock())
+    }
+
+    /// Forward a host TCP port to a guest port through the user-mode network.
+    #[pyo3(signature = (host_port=8080, guest_port=80))]
+    fn forward_port(&self, py: Python<'_>, host_port: u16, guest_port: u16) -> PyResult<()> {
+        call(py, self.core.forward_port(host_port, guest_port))
+    }
+
     // --- monitor, QMP, keyboard -------------------------------------------------------
 
     /// Send a command to QEMU's human monitor; return its reply.

@@ -13,7 +13,11 @@ fn run_example(name: &str) -> (Scenario, crate::harness::Run) {
         .env("NTD_GUEST_DIR", crate::harness::guest())
         .env("TMPDIR", scenario.tmp_dir())
         .env("NO_COLOR", "1");
-    let limit = if name == "minimal" { DEBIAN_LIMIT } else { SMOKE_LIMIT };
+    let limit = match name {
+        "minimal" => DEBIAN_LIMIT,
+        "multi-machine" => DEBIAN_LIMIT * 2,
+        _ => SMOKE_LIMIT,
+    };
     let run = scenario.run_command(command, limit);
     (scenario, run)
 }
@@ -46,4 +50,13 @@ fn failing_example_fails_with_upstreams_report() {
          !!! RequestedAssertionFailed: command `cat /etc/this-file-does-not-exist` failed (exit code 1)\n",
     );
     assert!(!run.stderr.contains("test script finished"), "{}", run.stderr);
+}
+
+#[test]
+fn multi_machine_example_passes() {
+    let (_scenario, run) = run_example("multi-machine");
+    run.assert_status(0);
+    run.assert_stderr_contains("(finished: subtest: the client reaches the server by name, in ");
+    run.assert_stderr_contains("(finished: subtest: a partition, in ");
+    run.assert_stderr_contains("client: (finished: waiting for success: ping -c 1 -W 2 server, in ");
 }

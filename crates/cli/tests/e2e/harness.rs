@@ -70,6 +70,7 @@ impl Run {
 pub struct Scenario {
     dir: tempfile::TempDir,
     scripts: Vec<PathBuf>,
+    vlans: Vec<u32>,
 }
 
 impl Scenario {
@@ -79,7 +80,7 @@ impl Scenario {
         for sub in ["bin", "tmp", "out"] {
             std::fs::create_dir(dir.path().join(sub)).expect("scenario dirs");
         }
-        Scenario { dir, scripts: Vec::new() }
+        Scenario { dir, scripts: Vec::new(), vlans: Vec::new() }
     }
 
     pub fn path(&self) -> &Path {
@@ -99,6 +100,33 @@ impl Scenario {
         let script = self.start_script(name, tier, options);
         self.scripts.push(script.clone());
         script
+    }
+
+    /// Write start scripts for machines on VLANs, numbered and named as NixOS's network.nix
+    /// does it: node numbers in name order, every node in every /etc/hosts by the address on
+    /// its first VLAN. The VLANs are passed to the driver.
+    pub fn network(&mut self, tier: Tier, machines: &[(&str, &[u32])]) {
+        let mut sorted: Vec<(&str, &[u32])> = machines.to_vec();
+        sorted.sort_by_key(|(name, _)| *name);
+        let hosts: Vec<String> = sorted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (name, vlans))| vlans.first().map(|vlan| format!("{name}={}:{vlan}", i + 1)))
+            .collect();
+        let hosts = hosts.join(",");
+        for (i, (name, vlans)) in sorted.iter().enumerate() {
+            let node = (i + 1).to_string();
+            let mut options: Vec<String> = vec!["--node-number".into(), node, "--hosts".into(), hosts.clone()];
+            for vlan in *vlans {
+                options.push("--vlan".into());
+                options.push(vlan.to_string());
+                if !self.vlans.contains(vlan) {
+                    self.vlans.push(*vlan);
+                }
+            }
+            let options: Vec<&str> = options.iter().map(String::as_str).collect();
+            self.machine(name, tier, &options);
+        }
     }
 
     /// Write a start script for the built-in guest without passing it to the driver.
@@ -135,6 +163,9 @@ impl Scenario {
         command.arg(script);
         if !self.scripts.is_empty() {
             command.arg("--start-scripts").args(&self.scripts);
+        }
+        if !self.vlans.is_empty() {
+            command.arg("--vlans").args(self.vlans.iter().map(u32::to_string));
         }
         self.run_command(command, limit)
     }

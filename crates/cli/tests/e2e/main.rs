@@ -11,4 +11,5 @@ mod failures;
 mod globals;
 mod harness;
 mod interfaces;
+mod network;
 mod start_script;

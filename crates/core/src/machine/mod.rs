@@ -12,6 +12,7 @@ mod files;
 mod interact;
 pub mod keys;
 pub mod monitor;
+mod network;
 pub mod qmp;
 pub mod shell;
 pub mod start_command;

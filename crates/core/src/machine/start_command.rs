@@ -74,6 +74,18 @@ impl StartCommand {
         ]
     }
 
+    /// The command with a relative script path made absolute against `base`. The start
+    /// command runs in the machine's state directory, where a relative path would not resolve.
+    pub fn absolutized(&self, base: &Path) -> StartCommand {
+        match self.script_path() {
+            Some(path) if path.is_relative() => {
+                let rest = self.command.trim_start()[path.as_os_str().len()..].to_owned();
+                StartCommand { command: format!("{}{rest}", base.join(path).display()) }
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// What is wrong with the start script, if anything: `does not exist`, `is a directory`,
     /// `is not executable`. Commands that do not start with a path are not checked.
     pub fn script_problem(&self) -> Option<(&Path, &'static str)> {
@@ -123,6 +135,14 @@ mod tests {
         assert!(!line.contains("-no-reboot") && !line.contains("-nographic"));
         assert_eq!(command.machine_name(), "m");
         assert_eq!(StartCommand::environment(&paths)[2], ("USE_TMPDIR", "1".to_owned()));
+    }
+
+    #[test]
+    fn relative_scripts_become_absolute() {
+        let base = Path::new("/work");
+        assert_eq!(StartCommand::new("bin/run-a-vm -m 1").absolutized(base).as_str(), "/work/bin/run-a-vm -m 1");
+        assert_eq!(StartCommand::new("/x/run-a-vm").absolutized(base).as_str(), "/x/run-a-vm");
+        assert_eq!(StartCommand::new("FOO=1 run-a-vm").absolutized(base).as_str(), "FOO=1 run-a-vm");
     }
 
     #[test]
