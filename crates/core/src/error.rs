@@ -38,6 +38,22 @@ pub enum Error {
     Config(#[from] config::Error),
 }
 
+/// The error's message followed by those of its sources, `: `-separated: the whole story in
+/// one line, for a Python exception or a CLI message.
+pub fn full_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 impl Error {
     /// The upstream error class this error belongs to.
     pub fn kind(&self) -> ErrorKind {
@@ -47,5 +63,19 @@ impl Error {
             Error::Vlan(_) => ErrorKind::Machine,
             Error::Config(_) => ErrorKind::Config,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_message_walks_the_sources_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let error: Error =
+            crate::machine::Error::Start { machine: "m".into(), action: "run the start command /x".into(), source: io }
+                .into();
+        assert_eq!(full_message(&error), "m: cannot run the start command /x: No such file or directory");
     }
 }

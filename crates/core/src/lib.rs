@@ -26,10 +26,11 @@ pub mod driver;
 mod error;
 pub mod log;
 pub mod machine;
+pub mod ocr;
 pub mod process;
 pub mod retry;
 pub mod vlan;
 
 pub use driver::Driver;
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, full_message};
 pub use machine::Machine;

@@ -44,7 +44,7 @@ pub fn to_pyerr(py: Python<'_>, error: ntd_core::Error) -> PyErr {
             Err(other) => PyRuntimeError::new_err(other.to_string()),
         };
     }
-    let message = error.to_string();
+    let message = ntd_core::full_message(&error);
     match error.kind() {
         ErrorKind::AssertionFailed => assertion_failed(py, message),
         ErrorKind::Timeout => PyTimeoutError::new_err(message),

@@ -657,6 +657,74 @@ impl QemuMachine {
         self.copy_from_machine(py, source, target_dir)
     }
 
+    // --- screen -----------------------------------------------------------------------
+
+    /// Write a PNG of the screen (`.png` added when the name has no dot; into the output
+    /// directory when it has no slash).
+    fn screenshot(&self, py: Python<'_>, filename: &str) -> PyResult<()> {
+        call(py, self.core.screenshot(filename)).map(drop)
+    }
+
+    /// Type a string, one key per character.
+    #[pyo3(signature = (chars, delay=Some(PyDuration(Duration::from_millis(10)))))]
+    fn send_chars(&self, py: Python<'_>, chars: &str, delay: Option<PyDuration>) -> PyResult<()> {
+        call(py, self.core.send_chars(chars, delay.map(|d| d.0)))
+    }
+
+    /// The text on the screen, by OCR.
+    fn get_screen_text(&self, py: Python<'_>) -> PyResult<String> {
+        call(py, self.core.get_screen_text())
+    }
+
+    /// Several OCR readings of the screen (order and number unspecified, as upstream).
+    fn get_screen_text_variants(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        call(py, self.core.get_screen_text_variants())
+    }
+
+    /// Wait until `regex` matches the OCR text of the screen: every reading of a fresh
+    /// screenshot is tried as it finishes, the first match ends the wait, and screenshots are
+    /// retaken after 0.5, 1, 2, 2, … seconds.
+    #[pyo3(signature = (regex, timeout=DEFAULT_TIMEOUT))]
+    fn wait_for_text(&self, py: Python<'_>, regex: &str, timeout: PyDuration) -> PyResult<()> {
+        let pattern = py.import("re")?.call_method1("compile", (regex,))?.unbind();
+        nested(self.core.name(), &format!("waiting for {regex} to appear on screen"), || {
+            let start = Instant::now();
+            let mut pause = Duration::from_millis(500);
+            loop {
+                let mut search_error: Option<PyErr> = None;
+                let race = call(
+                    py,
+                    self.core.screen_race(|text| {
+                        Python::attach(|py| match pattern.bind(py).call_method1("search", (text,)) {
+                            Ok(found) => !found.is_none(),
+                            Err(e) => {
+                                search_error = Some(e);
+                                true
+                            }
+                        })
+                    }),
+                )?;
+                if let Some(error) = search_error {
+                    return Err(error);
+                }
+                let texts = match race {
+                    ntd_core::ocr::Race::Matched(_) => return Ok(()),
+                    ntd_core::ocr::Race::Texts(texts) => texts,
+                };
+                let elapsed = start.elapsed();
+                let Some(remaining) = timeout.0.checked_sub(elapsed).filter(|r| !r.is_zero()) else {
+                    let shown = PyList::new(py, &texts)?.repr()?.to_string();
+                    self.core.log(&format!("Last OCR attempt failed. Text was: {shown}"));
+                    let timed_out = ntd_core::retry::TimedOut { elapsed, timeout: timeout.0 };
+                    return Err(assertion_failed(py, timed_out.to_string()));
+                };
+                let nap = pause.min(remaining);
+                block_on(py, async move { tokio::time::sleep(nap).await })?;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        })
+    }
+
     // --- network ----------------------------------------------------------------------
 
     /// Unplug the first VLAN NIC (eth1).

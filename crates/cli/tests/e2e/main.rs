@@ -12,4 +12,5 @@ mod globals;
 mod harness;
 mod interfaces;
 mod network;
+mod screen;
 mod start_script;

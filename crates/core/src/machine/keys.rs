@@ -1,6 +1,8 @@
-//! The keyboard: upstream's `CHAR_TO_KEY` and `send_key` over the HMP `sendkey` command.
+//! The keyboard: upstream's `CHAR_TO_KEY` and `send_key`, over QMP `send-key`.
 
 use std::time::Duration;
+
+use serde_json::{Map, Value, json};
 
 use super::{Machine, Result};
 use crate::log;
@@ -83,13 +85,30 @@ pub fn key_name(key: &str) -> &str {
     }
 }
 
+/// A key name as HMP's `sendkey` takes it (`ctrl-alt-delete`, `shift-0x0C`) as the key list
+/// of QMP's `send-key`: `0x..` parts are key numbers, the others QKeyCode names.
+pub fn qmp_keys(key: &str) -> Vec<Value> {
+    key.split('-')
+        .filter(|part| !part.is_empty())
+        .map(|part| match part.strip_prefix("0x").and_then(|hex| u32::from_str_radix(hex, 16).ok()) {
+            Some(number) => json!({"type": "number", "data": number}),
+            None => json!({"type": "qcode", "data": part}),
+        })
+        .collect()
+}
+
 impl Machine {
-    /// Upstream's `send_key(key, delay=0.01, log=True)`: press a key or a combination through
-    /// the monitor, then pause `delay` (upstream added it because keys were dropped).
+    /// Upstream's `send_key(key, delay=0.01, log=True)`: press a key or a combination, then
+    /// pause `delay` (upstream added it because keys were dropped). Upstream goes through the
+    /// HMP `sendkey`; ntd uses QMP's `send-key`, so an unknown key is an error instead of a
+    /// line of monitor output. The callbacks run first, as they do for monitor commands.
     pub async fn send_key(&self, key: &str, delay: Option<Duration>, log: bool) -> Result<()> {
         let key = key_name(key);
         let press = async {
-            self.send_monitor_command(&format!("sendkey {key}")).await?;
+            self.run_callbacks()?;
+            let mut arguments = Map::new();
+            arguments.insert("keys".into(), Value::Array(qmp_keys(key)));
+            self.qmp("send-key", Some(&arguments)).await?;
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
@@ -125,5 +144,22 @@ mod tests {
         assert_eq!(key_name("?"), "shift-0x35");
         assert_eq!(key_name("ctrl-alt-delete"), "ctrl-alt-delete");
         assert_eq!(key_name("é"), "é");
+    }
+
+    #[test]
+    fn hmp_key_names_as_qmp_key_lists() {
+        assert_eq!(
+            qmp_keys("ctrl-alt-delete"),
+            vec![
+                json!({"type": "qcode", "data": "ctrl"}),
+                json!({"type": "qcode", "data": "alt"}),
+                json!({"type": "qcode", "data": "delete"})
+            ]
+        );
+        assert_eq!(
+            qmp_keys("shift-0x0C"),
+            vec![json!({"type": "qcode", "data": "shift"}), json!({"type": "number", "data": 12})]
+        );
+        assert_eq!(qmp_keys("ret"), vec![json!({"type": "qcode", "data": "ret"})]);
     }
 }

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod monitor;
 mod network;
 pub mod qmp;
+mod screen;
 pub mod shell;
 pub mod start_command;
 mod systemd;
@@ -114,7 +115,7 @@ pub enum Error {
         waited: Duration,
     },
     /// QMP failed.
-    #[error("{machine}: {source}")]
+    #[error("{machine}: QMP failed")]
     Qmp {
         /// The machine.
         machine: String,
@@ -263,6 +264,15 @@ pub enum Error {
         status: i32,
         /// What it printed.
         output: String,
+    },
+    /// OCR failed.
+    #[error("{machine}: OCR failed")]
+    Ocr {
+        /// The machine.
+        machine: String,
+        /// What failed.
+        #[source]
+        source: crate::ocr::Error,
     },
     /// Copying a file on the host failed.
     #[error("{machine}: cannot {action}")]

@@ -1,0 +1,126 @@
+//! The screen and the keyboard's text input: screenshots over QMP `screendump`, OCR of the
+//! screen, `send_chars` (upstream's `screenshot`, `get_screen_text*`, `send_chars`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::{Error, Machine, Result, qmp};
+use crate::{log, ocr};
+
+/// Screendumps of one process get distinct names.
+static DUMPS: AtomicU64 = AtomicU64::new(0);
+
+impl Machine {
+    fn screen_error(&self, action: &str, source: std::io::Error) -> Error {
+        Error::HostFile { machine: self.name().to_owned(), action: action.to_owned(), source }
+    }
+
+    /// Ask QEMU to write the screen to `path` (absolute; QEMU runs in the state directory).
+    async fn screendump(&self, path: &Path, png: bool) -> Result<()> {
+        let mut arguments = Map::new();
+        arguments.insert("filename".into(), Value::from(path.to_string_lossy().into_owned()));
+        if png {
+            arguments.insert("format".into(), Value::from("png"));
+        }
+        self.qmp("screendump", Some(&arguments)).await.map(drop)
+    }
+
+    /// The screen as QEMU's PPM.
+    pub async fn screen_ppm(&self) -> Result<Vec<u8>> {
+        let n = DUMPS.fetch_add(1, Ordering::Relaxed);
+        let path = self.state_dir().join(format!("screendump-{}-{n}.ppm", std::process::id()));
+        self.screendump(&path, false).await?;
+        let data = tokio::fs::read(&path).await.map_err(|e| self.screen_error("read QEMU's screendump", e));
+        let _ = tokio::fs::remove_file(&path).await;
+        data
+    }
+
+    /// Upstream's `screenshot(filename)`: a PNG of the screen. A name without a `.` gets
+    /// `.png`; a name without a `/` goes into the output directory. QEMU writes the PNG
+    /// itself; QEMUs without PNG screendumps get their PPM converted here.
+    pub async fn screenshot(&self, filename: &str) -> Result<PathBuf> {
+        let mut name = filename.to_owned();
+        if !name.contains('.') {
+            name.push_str(".png");
+        }
+        let path = if name.contains('/') { PathBuf::from(&name) } else { self.out_dir().join(&name) };
+        let path = std::path::absolute(&path).map_err(|e| self.screen_error("resolve the screenshot's path", e))?;
+        let image = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let span =
+            log::block(Some(self.name()), &format!("making screenshot {}", path.display()), &[("image", &image)]);
+        let result = async {
+            match self.screendump(&path, true).await {
+                Err(Error::Qmp { source: qmp::Error::Api { desc, .. }, .. }) if desc.contains("format") => {
+                    let ppm = self.screen_ppm().await?;
+                    let png =
+                        tokio::task::spawn_blocking(move || -> std::result::Result<Vec<u8>, image::ImageError> {
+                            let decoded = image::load_from_memory(&ppm)?;
+                            let mut out = std::io::Cursor::new(Vec::new());
+                            decoded.write_to(&mut out, image::ImageFormat::Png)?;
+                            Ok(out.into_inner())
+                        })
+                        .await
+                        .map_err(|e| self.screen_error("convert the screenshot", std::io::Error::other(e)))?
+                        .map_err(|e| self.screen_error("convert the screenshot", std::io::Error::other(e)))?;
+                    tokio::fs::write(&path, png).await.map_err(|e| self.screen_error("write the screenshot", e))
+                }
+                other => other,
+            }
+        };
+        let result = tracing::Instrument::instrument(result, span.clone()).await;
+        if result.is_err() {
+            log::mark_failed(&span);
+        }
+        result.map(|()| path)
+    }
+
+    /// OCR variants of the current screen.
+    pub async fn screen_variants(&self) -> Result<Vec<ocr::Variant>> {
+        let ppm = self.screen_ppm().await?;
+        let name = self.name().to_owned();
+        tokio::task::spawn_blocking(move || ocr::variants(&ppm))
+            .await
+            .map_err(|e| Error::Ocr { machine: name.clone(), source: ocr::Error::Tesseract(e.to_string()) })?
+            .map_err(|source| Error::Ocr { machine: name, source })
+    }
+
+    /// Upstream's `get_screen_text()`: the screen's text, from the first variant (normalized
+    /// grayscale, dark text on light, twice the size).
+    pub async fn get_screen_text(&self) -> Result<String> {
+        let variants = self.screen_variants().await?;
+        let first = variants.into_iter().next().map(|v| v.data).unwrap_or_default();
+        ocr::recognise(first).await.map_err(|source| Error::Ocr { machine: self.name().to_owned(), source })
+    }
+
+    /// Upstream's `get_screen_text_variants()`: the texts of every variant, recognised at once.
+    pub async fn get_screen_text_variants(&self) -> Result<Vec<String>> {
+        let variants = self.screen_variants().await?;
+        match ocr::race(variants, |_| false).await {
+            Ok(ocr::Race::Texts(texts)) => Ok(texts),
+            Ok(ocr::Race::Matched(text)) => Ok(vec![text]),
+            Err(source) => Err(Error::Ocr { machine: self.name().to_owned(), source }),
+        }
+    }
+
+    /// Recognise the current screen's variants at once, handing each text to `accept`; stops
+    /// at the first accepted text (for `wait_for_text`).
+    pub async fn screen_race(&self, accept: impl FnMut(&str) -> bool) -> Result<ocr::Race> {
+        let variants = self.screen_variants().await?;
+        ocr::race(variants, accept).await.map_err(|source| Error::Ocr { machine: self.name().to_owned(), source })
+    }
+
+    /// Upstream's `send_chars(chars, delay=0.01)`: type a string, one key per character.
+    pub async fn send_chars(&self, chars: &str, delay: Option<Duration>) -> Result<()> {
+        log::nested(Some(self.name()), &format!("sending keys {}", log::str_repr(chars)), async {
+            let mut buf = [0u8; 4];
+            for c in chars.chars() {
+                self.send_key(c.encode_utf8(&mut buf), delay, false).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
