@@ -33,6 +33,11 @@ pub struct Args {
     #[arg(short = 'o', long = "output_directory", alias = "output-directory", value_name = "DIR")]
     pub output_directory: Option<PathBuf>,
 
+    /// Write a JUnit XML report there (relative to the output directory): one test case per
+    /// subtest, and `main`.
+    #[arg(long, value_name = "PATH")]
+    pub junit_xml: Option<PathBuf>,
+
     /// Log level: debug, info, warning or error [env: logLevel].
     #[arg(long, value_name = "LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -88,6 +93,10 @@ impl From<config::Error> for UsageError {
 pub struct Resolved {
     pub spec: DriverSpec,
     pub test_script: PathBuf,
+    /// The test's name, for telemetry: Nix's `$name` without `vm-test-run-`, else the script's.
+    pub test_name: String,
+    /// Where the JUnit report goes, if asked for.
+    pub junit_xml: Option<PathBuf>,
     pub output_directory: PathBuf,
     pub keep_machine_state: bool,
     pub log_level: LogLevel,
@@ -171,7 +180,21 @@ impl Args {
             }
             machine.start_command = command.absolutized(&cwd).as_str().to_owned();
         }
-        Ok(Resolved { spec, test_script, output_directory, keep_machine_state, log_level, connect_timeout })
+        let test_name = match std::env::var("name") {
+            Ok(name) if !name.is_empty() => name.strip_prefix("vm-test-run-").unwrap_or(&name).to_owned(),
+            _ => test_script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "test".into()),
+        };
+        let junit_xml = self.junit_xml.as_ref().map(|path| output_directory.join(path));
+        Ok(Resolved {
+            spec,
+            test_script,
+            test_name,
+            junit_xml,
+            output_directory,
+            keep_machine_state,
+            log_level,
+            connect_timeout,
+        })
     }
 
     fn legacy_spec(&self) -> Result<DriverSpec, UsageError> {

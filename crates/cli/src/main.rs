@@ -2,7 +2,9 @@
 
 mod args;
 mod exit;
+mod outputs;
 mod run;
+mod telemetry;
 
 fn main() {
     std::process::exit(run::main());

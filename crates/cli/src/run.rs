@@ -1,17 +1,52 @@
-//! One test run: resolve the arguments, start the driver, run the script in the embedded
-//! interpreter, clean up, and turn the outcome into an exit status.
+//! One test run: resolve the arguments, set up the log sinks, start the driver, run the script
+//! in the embedded interpreter, clean up, write the reports, and turn the outcome into an exit
+//! status.
 
 use std::time::Instant;
 
 use clap::Parser;
 use ntd_core::driver::DriverOptions;
 use ntd_core::log;
+use ntd_core::log::junit::JunitReport;
+use ntd_core::log::terminal::TerminalLayer;
+use ntd_core::log::xml::XmlLog;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::args::{Args, Resolved};
 use crate::exit;
+use crate::outputs::{self, Outputs};
+use crate::telemetry::Telemetry;
+
+/// How the test script ended, for the exit status and the run span.
+enum Outcome {
+    Passed,
+    /// Failed, with the exit status (1, or what `sys.exit` asked for).
+    Failed(i32),
+    TimedOut,
+    Interrupted,
+}
+
+impl Outcome {
+    fn status(&self) -> i32 {
+        match self {
+            Outcome::Passed => exit::SUCCESS,
+            Outcome::Failed(status) => *status,
+            Outcome::TimedOut => exit::TEST_FAILED,
+            Outcome::Interrupted => exit::INTERRUPTED,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed(_) => "failed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
 
 /// Run the command line; returns the exit status.
 pub fn main() -> i32 {
@@ -23,13 +58,38 @@ pub fn main() -> i32 {
             return exit::USAGE;
         }
     };
-    let subscriber = tracing_subscriber::registry().with(ntd_core::log::terminal::TerminalLayer::stderr());
-    if tracing::subscriber::set_global_default(subscriber).is_err() {
-        eprintln!("nixos-test-driver: error: cannot install the logger");
+    if let Err(message) = install_sinks(&resolved) {
+        eprintln!("nixos-test-driver: error: {message}");
         return exit::USAGE;
     }
     log::set_level(resolved.log_level);
-    run(resolved)
+    let status = run(resolved);
+    outputs::finish();
+    status
+}
+
+/// The log sinks: the terminal always; OpenTelemetry, the JUnit report and the XML log when
+/// asked for (`OTEL_*`, `--junit-xml`, `LOGFILE`).
+fn install_sinks(resolved: &Resolved) -> Result<(), String> {
+    let telemetry = Telemetry::from_env().map_err(|e| e.to_string())?;
+    let junit = resolved.junit_xml.clone().map(|path| (JunitReport::new(), path));
+    let xml = match std::env::var_os("LOGFILE") {
+        Some(path) => Some(
+            XmlLog::create(std::path::Path::new(&path))
+                .map_err(|e| format!("cannot write the XML log {}: {e}", path.to_string_lossy()))?,
+        ),
+        None => None,
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(TerminalLayer::stderr())
+        .with(telemetry.as_ref().map(Telemetry::layer))
+        .with(junit.as_ref().map(|(report, _)| report.layer()))
+        .with(xml.as_ref().map(XmlLog::layer));
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| "cannot install the logger".to_owned())?;
+    Outputs::install(junit, xml, telemetry);
+    // The global timeout may have to end the process itself; the reports go out first.
+    ntd_python::driver::set_exit_hook(outputs::finish);
+    Ok(())
 }
 
 fn run(resolved: Resolved) -> i32 {
@@ -40,6 +100,8 @@ fn run(resolved: Resolved) -> i32 {
             return exit::USAGE;
         }
     };
+    let run_span = log::run_span(&resolved.test_name);
+    let entered = run_span.enter();
     if !resolved.keep_machine_state {
         log::info(None, "Machine state will be reset. To keep it, pass --keep-machine-state");
     }
@@ -55,57 +117,66 @@ fn run(resolved: Resolved) -> i32 {
         keep_machine_state: resolved.keep_machine_state,
         connect_timeout: resolved.connect_timeout,
     };
-    Python::attach(|py| {
+    let outcome = Python::attach(|py| {
         let native = match ntd_python::driver::Driver::start(py, options, global_timeout) {
             Ok(native) => native,
             Err(e) => {
                 log::error(None, &format!("cannot start the driver: {e}"));
-                return exit::TEST_FAILED;
+                return Outcome::Failed(exit::TEST_FAILED);
             }
         };
-        let status = run_script(py, &native, &tests);
+        let outcome = run_script(py, &native, &tests);
         if let Err(e) = native.call_method0(py, "cleanup") {
             log::error(None, &format!("cleanup failed: {e}"));
         }
         native.call_method0(py, "cancel_timer").ok();
         flush_python_output(py);
-        status
-    })
+        outcome
+    });
+    run_span.record("test.outcome", outcome.name());
+    if !matches!(outcome, Outcome::Passed) {
+        log::record_error(&run_span, &format!("the test {}", outcome.name()));
+    }
+    drop(entered);
+    drop(run_span);
+    outcome.status()
 }
 
 /// Run the test script through `ntd.driver.Driver.run_tests()` and map its outcome.
-fn run_script(py: Python<'_>, native: &Py<ntd_python::driver::Driver>, tests: &str) -> i32 {
+fn run_script(py: Python<'_>, native: &Py<ntd_python::driver::Driver>, tests: &str) -> Outcome {
     let start = Instant::now();
-    let outcome = (|| -> PyResult<()> {
+    let result = (|| -> PyResult<()> {
         let logger = py.import("ntd._native")?.getattr("Logger")?.call0()?;
         let driver = py.import("ntd.driver")?.getattr("Driver")?.call1((native.clone_ref(py), tests, logger))?;
         driver.call_method0("run_tests")?;
         Ok(())
     })();
-    let timed_out = native.get().has_timed_out();
-    if timed_out {
+    if native.get().has_timed_out() {
         // The timeout interrupted the main thread; a signal may still be pending.
         let _ = py.check_signals();
         log::test_error(&format!(
             "the test was stopped by its global timeout ({} seconds)",
             ntd_core::config::format_seconds(native.get().global_timeout_duration())
         ));
-        return exit::TEST_FAILED;
+        return Outcome::TimedOut;
     }
-    match outcome {
+    match result {
         Ok(()) => {
             log::info(None, &format!("test script finished in {:.2}s", start.elapsed().as_secs_f64()));
-            exit::SUCCESS
+            Outcome::Passed
         }
-        Err(e) if e.is_instance_of::<PySystemExit>(py) => system_exit_status(py, &e),
+        Err(e) if e.is_instance_of::<PySystemExit>(py) => match system_exit_status(py, &e) {
+            exit::SUCCESS => Outcome::Passed,
+            status => Outcome::Failed(status),
+        },
         Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => {
             log::test_error("interrupted");
-            exit::INTERRUPTED
+            Outcome::Interrupted
         }
         Err(e) => {
             // Not an assertion nor a machine error: upstream lets Python print the traceback.
             e.print(py);
-            exit::TEST_FAILED
+            Outcome::Failed(exit::TEST_FAILED)
         }
     }
 }

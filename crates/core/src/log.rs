@@ -14,7 +14,9 @@
 //! Because blocks are spans, the nesting follows the code (async tasks included) and an
 //! OpenTelemetry layer sees the same tree.
 
+pub mod junit;
 pub mod terminal;
+pub mod xml;
 
 use std::fmt;
 use std::future::Future;
@@ -181,6 +183,136 @@ pub fn mark_failed(span: &tracing::Span) {
     span.record(field::FAILED, true);
 }
 
+/// The names of the spans telemetry exports (see [`EXPORTED_SPANS`]).
+pub mod span_name {
+    /// The whole test run.
+    pub const RUN: &str = "ntd.run";
+    /// A `subtest` (also a nested log block).
+    pub const SUBTEST: &str = "ntd.subtest";
+    /// A phase of a machine's boot: process spawned, QMP ready, shell connected.
+    pub const BOOT: &str = "ntd.boot";
+    /// One call of a machine method (`machine.succeed`, …).
+    pub const METHOD: &str = "ntd.method";
+}
+
+/// The spans an OpenTelemetry sink should export; the others (log blocks such as
+/// `must succeed: …`) are for the log only.
+pub const EXPORTED_SPANS: [&str; 4] = [span_name::RUN, span_name::SUBTEST, span_name::BOOT, span_name::METHOD];
+
+/// The innermost exported span (see [`EXPORTED_SPANS`]) around the current one, to be the
+/// explicit parent of a new exported span. Spans are often made on a tokio worker, where only
+/// the task's own span is entered, so a telemetry sink looking for the nearest exported span
+/// on the thread's stack would find none; the parent chain in the registry has it.
+fn exported_parent() -> Option<tracing::Id> {
+    let current = tracing::Span::current().id()?;
+    tracing::dispatcher::get_default(|dispatch| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = tracing_subscriber::registry::LookupSpan::span(registry, &current)?;
+        span.scope()
+            .find(|span| span.metadata().target() == TARGET && EXPORTED_SPANS.contains(&span.name()))
+            .map(|span| span.id())
+    })
+}
+
+/// The span of a whole test run; its telemetry name is `nixos-test <name>`.
+pub fn run_span(test_name: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: TARGET,
+        "ntd.run",
+        "otel.name" = %format!("nixos-test {test_name}"),
+        "test.name" = test_name,
+        "test.outcome" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+    )
+}
+
+/// A subtest: a nested block titled `subtest: <name>` for the log and a span of its own for
+/// telemetry and the JUnit report. Mark it failed as any block.
+pub fn subtest_block(name: &str) -> tracing::Span {
+    let title = format!("subtest: {name}");
+    tracing::info_span!(
+        target: TARGET,
+        parent: exported_parent(),
+        "ntd.subtest",
+        "otel.name" = %title,
+        machine = tracing::field::Empty,
+        "ntd.block" = %title,
+        "ntd.subtest" = name,
+        "ntd.attrs" = tracing::field::Empty,
+        "ntd.failed" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+    )
+}
+
+/// A phase of `machine`'s boot (`spawn`, `qmp`, `shell`), named `machine.boot.<phase>`.
+pub fn boot_span(machine: &str, phase: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: TARGET,
+        parent: exported_parent(),
+        "ntd.boot",
+        "otel.name" = %format!("machine.boot.{phase}"),
+        machine,
+        "boot.duration_s" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+    )
+}
+
+/// One call of a machine method, named `machine.<method>`, with the fields the bindings fill
+/// in: the command, the argument it acts on (a unit, file, port, pattern, key), exit code,
+/// output size, timeout, and the status.
+pub fn method_span(machine: &str, method: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: TARGET,
+        parent: exported_parent(),
+        "ntd.method",
+        "otel.name" = %format!("machine.{method}"),
+        machine,
+        command = tracing::field::Empty,
+        argument = tracing::field::Empty,
+        "exit_code" = tracing::field::Empty,
+        "output.bytes" = tracing::field::Empty,
+        "timeout_s" = tracing::field::Empty,
+        "otel.status_code" = tracing::field::Empty,
+        "otel.status_description" = tracing::field::Empty,
+    )
+}
+
+/// Record on `span` that what it covers failed, with `message` (telemetry status ERROR).
+pub fn record_error(span: &tracing::Span, message: &str) {
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_description", message);
+}
+
+static TRACEPARENT_HOOK: std::sync::OnceLock<fn(&tracing::Span) -> Option<String>> = std::sync::OnceLock::new();
+
+tokio::task_local! {
+    static TRACEPARENT: Option<String>;
+}
+
+/// Install the function that gives a span's W3C `traceparent` (the telemetry sink knows the
+/// trace ids; ntd-core does not). Without it, guest commands get no `TRACEPARENT`.
+pub fn set_traceparent_hook(hook: fn(&tracing::Span) -> Option<String>) {
+    let _ = TRACEPARENT_HOOK.set(hook);
+}
+
+/// The `traceparent` of `span`, when telemetry is on.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    TRACEPARENT_HOOK.get().and_then(|hook| hook(span))
+}
+
+/// Run `future` with `traceparent` as the `TRACEPARENT` its guest commands get.
+pub async fn with_traceparent<F: Future>(traceparent: Option<String>, future: F) -> F::Output {
+    TRACEPARENT.scope(traceparent, future).await
+}
+
+/// The `TRACEPARENT` for guest commands run now, if any.
+pub fn current_traceparent() -> Option<String> {
+    TRACEPARENT.try_with(Clone::clone).ok().flatten()
+}
+
 /// Run `body` inside a nested block, ending it as failed if `body` returns an error.
 pub async fn nested<T, E, F>(machine: Option<&str>, message: &str, body: F) -> Result<T, E>
 where
@@ -192,6 +324,79 @@ where
         mark_failed(&span);
     }
     result
+}
+
+/// The fields of an ntd event or span that the sinks need.
+#[derive(Default)]
+pub(crate) struct Fields {
+    pub(crate) message: Option<String>,
+    pub(crate) machine: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) block: Option<String>,
+    pub(crate) subtest: Option<String>,
+    pub(crate) attrs: Option<String>,
+    pub(crate) failed: bool,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        let slot = match field.name() {
+            "message" => &mut self.message,
+            field::MACHINE => &mut self.machine,
+            field::KIND => &mut self.kind,
+            field::BLOCK => &mut self.block,
+            field::ATTRS => &mut self.attrs,
+            "ntd.subtest" => &mut self.subtest,
+            _ => return,
+        };
+        *slot = Some(value.to_owned());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        if field.name() == field::FAILED {
+            self.failed = value;
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        // `message` arrives as fmt::Arguments, whose Debug is its Display.
+        self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+impl Fields {
+    /// The sink's view of a leveled event's level, or `None` if the line is always shown.
+    pub(crate) fn shown_at(&self, level: &tracing::Level) -> Option<LogLevel> {
+        match self.kind.as_deref() {
+            Some(field::KIND_LEVELED) => Some(match *level {
+                tracing::Level::ERROR => LogLevel::Error,
+                tracing::Level::WARN => LogLevel::Warning,
+                tracing::Level::INFO => LogLevel::Info,
+                _ => LogLevel::Debug,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether a leveled line passes the current level (errors always do).
+    pub(crate) fn passes_level(&self, level: &tracing::Level) -> bool {
+        match self.shown_at(level) {
+            Some(shown) => shown >= self::level() || shown == LogLevel::Error,
+            None => true,
+        }
+    }
+
+    /// The extra attributes of a block, parsed back from JSON.
+    pub(crate) fn attributes(&self) -> Vec<(String, String)> {
+        let Some(attrs) = &self.attrs else { return Vec::new() };
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(attrs) {
+            Ok(map) => map
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// Python's `repr()` of a bytes object, as upstream logs guest output (`b'...\n'`).

@@ -136,6 +136,14 @@ impl Driver {
     }
 }
 
+static EXIT_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Set what runs before the process exits on its own (the global timeout giving up on a
+/// script that does not stop): the embedding program's reports and telemetry flush.
+pub fn set_exit_hook(hook: fn()) {
+    let _ = EXIT_HOOK.set(hook);
+}
+
 /// Send SIGINT to Python's main thread: its handler raises `KeyboardInterrupt` there, also
 /// inside `time.sleep` and inside a blocked machine call.
 pub fn interrupt_main_thread() {
@@ -231,6 +239,9 @@ impl Driver {
             interrupt_main_thread();
             if timer.wait(TIMEOUT_GRACE) {
                 log::error(None, "the test script did not stop after the global timeout; exiting");
+                if let Some(hook) = EXIT_HOOK.get() {
+                    hook();
+                }
                 std::process::exit(1);
             }
         });

@@ -32,12 +32,54 @@ fn text(bytes: Vec<u8>) -> String {
     }
 }
 
-/// Drive a core call with the GIL released and convert its error.
-fn call<T: Send>(
+/// What a method call's span (`machine.<method>`) says about the call up front.
+#[derive(Clone)]
+struct Traced<'a> {
+    method: &'static str,
+    command: Option<&'a str>,
+    argument: Option<String>,
+    timeout: Option<Duration>,
+}
+
+impl<'a> Traced<'a> {
+    fn new(method: &'static str) -> Traced<'a> {
+        Traced { method, command: None, argument: None, timeout: None }
+    }
+
+    /// What the method acts on, for a trace reader: a unit, file, port, pattern or key.
+    fn argument(mut self, argument: impl std::fmt::Display) -> Traced<'a> {
+        self.argument = Some(argument.to_string());
+        self
+    }
+
+    fn command(mut self, command: &'a str) -> Traced<'a> {
+        self.command = Some(command);
+        self
+    }
+
+    fn timeout(mut self, timeout: Option<Duration>) -> Traced<'a> {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Drive a core call with the GIL released, its guest commands carrying the current span's
+/// trace context, and convert its error (recording a failed command's exit status).
+fn drive<T: Send>(
     py: Python<'_>,
+    span: &tracing::Span,
     future: impl Future<Output = Result<T, ntd_core::machine::Error>> + Send,
 ) -> PyResult<T> {
-    block_on(py, future)?.map_err(|e| machine_to_pyerr(py, e))
+    let traceparent = log::traceparent_of(span);
+    match block_on(py, log::with_traceparent(traceparent, future))? {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            if let ntd_core::machine::Error::CommandFailed { status, .. } = &error {
+                span.record("exit_code", status);
+            }
+            Err(machine_to_pyerr(py, error))
+        }
+    }
 }
 
 /// Anything a test script passes as a tty number (`1` or `"1"`).
@@ -117,6 +159,56 @@ impl QemuMachine {
     /// The core machine.
     pub fn core(&self) -> &Machine {
         &self.core
+    }
+
+    /// Run `body` as one method call: inside its span, which records the command, timeout
+    /// and, on an exception, the status ERROR with its message.
+    fn traced<T>(&self, traced: Traced<'_>, body: impl FnOnce(&tracing::Span) -> PyResult<T>) -> PyResult<T> {
+        let span = log::method_span(self.core.name(), traced.method);
+        if let Some(command) = traced.command {
+            span.record("command", command);
+        }
+        if let Some(argument) = &traced.argument {
+            span.record("argument", argument.as_str());
+        }
+        if let Some(timeout) = traced.timeout {
+            span.record("timeout_s", timeout.as_secs_f64());
+        }
+        let result = span.in_scope(|| body(&span));
+        if let Err(error) = &result {
+            log::record_error(&span, &error.to_string());
+        }
+        result
+    }
+
+    /// `console_interact`'s loop: the terminal's bytes to the serial console until end of
+    /// file (Ctrl-D) or Ctrl-C.
+    fn forward_stdin(&self, py: Python<'_>, span: &tracing::Span) -> PyResult<()> {
+        self.core.log("Terminal is ready (there is no prompt):");
+        let stdin = py.import("sys")?.getattr("stdin")?.getattr("buffer")?;
+        loop {
+            let byte: Vec<u8> = match stdin.call_method1("read", (1,)) {
+                Ok(byte) => byte.extract()?,
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => break,
+                Err(e) => return Err(e),
+            };
+            if byte.is_empty() {
+                self.core.log("Closing connection to the console");
+                break;
+            }
+            drive(py, span, self.core.send_console(&byte))?;
+        }
+        Ok(())
+    }
+
+    /// One core call as one method call (see [`QemuMachine::traced`]).
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        traced: Traced<'_>,
+        future: impl Future<Output = Result<T, ntd_core::machine::Error>> + Send,
+    ) -> PyResult<T> {
+        self.traced(traced, |span| drive(py, span, future))
     }
 }
 
@@ -272,33 +364,33 @@ impl QemuMachine {
     /// Start the VM; does not wait for it to boot.
     #[pyo3(signature = (allow_reboot=false))]
     fn start(&self, py: Python<'_>, allow_reboot: bool) -> PyResult<()> {
-        call(py, self.core.start(allow_reboot))
+        self.call(py, Traced::new("start"), self.core.start(allow_reboot))
     }
 
     /// Wait for the guest's backdoor shell, starting the VM if needed.
     fn connect(&self, py: Python<'_>) -> PyResult<()> {
-        call(py, self.core.connect())
+        self.call(py, Traced::new("connect"), self.core.connect())
     }
 
     /// Power the guest off through its shell and wait for QEMU to exit.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        call(py, self.core.shutdown())
+        self.call(py, Traced::new("shutdown"), self.core.shutdown())
     }
 
     /// Make QEMU quit at once (a simulated power failure) and wait for it.
     fn crash(&self, py: Python<'_>) -> PyResult<()> {
-        call(py, self.core.crash())
+        self.call(py, Traced::new("crash"), self.core.crash())
     }
 
     /// Press Ctrl+Alt+Delete; the backdoor reconnects if the VM was started with
     /// `allow_reboot=True`.
     fn reboot(&self, py: Python<'_>) -> PyResult<()> {
-        call(py, self.core.reboot())
+        self.call(py, Traced::new("reboot"), self.core.reboot())
     }
 
     /// Wait until QEMU exits (does not cause it).
     fn wait_for_shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        call(py, self.core.wait_for_shutdown())
+        self.call(py, Traced::new("wait_for_shutdown"), self.core.wait_for_shutdown())
     }
 
     /// Stop QEMU and close everything (used by the driver's cleanup).
@@ -308,7 +400,7 @@ impl QemuMachine {
 
     /// Move a guest with an initrd backdoor from stage 1 to stage 2.
     fn switch_root(&self, py: Python<'_>) -> PyResult<()> {
-        call(py, self.core.switch_root())
+        self.call(py, Traced::new("switch_root"), self.core.switch_root())
     }
 
     // --- commands ---------------------------------------------------------------------
@@ -323,23 +415,42 @@ impl QemuMachine {
         check_output: bool,
         timeout: Option<PyDuration>,
     ) -> PyResult<(i32, String)> {
-        let options = ExecuteOptions { check_return, check_output, timeout: timeout.map(|t| t.0) };
-        let (status, output) = call(py, self.core.execute(command, options))?;
-        Ok((status, text(output)))
+        let timeout = timeout.map(|t| t.0);
+        let options = ExecuteOptions { check_return, check_output, timeout };
+        let traced = Traced::new("execute").command(command).timeout(timeout);
+        self.traced(traced, |span| {
+            let (status, output) = drive(py, span, self.core.execute(command, options))?;
+            span.record("exit_code", status);
+            span.record("output.bytes", output.len() as u64);
+            Ok((status, text(output)))
+        })
     }
 
     /// Run each command; raise if one fails; return the concatenated output.
     #[pyo3(signature = (*commands, timeout=None))]
     fn succeed(&self, py: Python<'_>, commands: &Bound<'_, PyTuple>, timeout: Option<PyDuration>) -> PyResult<String> {
         let commands: Vec<String> = commands.extract()?;
-        Ok(text(call(py, self.core.succeed(&commands, timeout.map(|t| t.0)))?))
+        let joined = commands.join("\n");
+        let timeout = timeout.map(|t| t.0);
+        self.traced(Traced::new("succeed").command(&joined).timeout(timeout), |span| {
+            let output = drive(py, span, self.core.succeed(&commands, timeout))?;
+            span.record("exit_code", 0);
+            span.record("output.bytes", output.len() as u64);
+            Ok(text(output))
+        })
     }
 
     /// Run each command; raise if one succeeds; return the concatenated output.
     #[pyo3(signature = (*commands, timeout=None))]
     fn fail(&self, py: Python<'_>, commands: &Bound<'_, PyTuple>, timeout: Option<PyDuration>) -> PyResult<String> {
         let commands: Vec<String> = commands.extract()?;
-        Ok(text(call(py, self.core.fail(&commands, timeout.map(|t| t.0)))?))
+        let joined = commands.join("\n");
+        let timeout = timeout.map(|t| t.0);
+        self.traced(Traced::new("fail").command(&joined).timeout(timeout), |span| {
+            let output = drive(py, span, self.core.fail(&commands, timeout))?;
+            span.record("output.bytes", output.len() as u64);
+            Ok(text(output))
+        })
     }
 
     /// Retry a command once a second until it succeeds; return its output. Each attempt is
@@ -352,7 +463,10 @@ impl QemuMachine {
         timeout: PyDuration,
         attempt_timeout: Option<PyDuration>,
     ) -> PyResult<String> {
-        Ok(text(call(py, self.core.wait_until_succeeds(command, timeout.0, attempt_timeout.map(|t| t.0)))?))
+        let traced = Traced::new("wait_until_succeeds").command(command).timeout(Some(timeout.0));
+        let output =
+            self.call(py, traced, self.core.wait_until_succeeds(command, timeout.0, attempt_timeout.map(|t| t.0)))?;
+        Ok(text(output))
     }
 
     /// Retry a command once a second until it fails; return its output.
@@ -364,7 +478,10 @@ impl QemuMachine {
         timeout: PyDuration,
         attempt_timeout: Option<PyDuration>,
     ) -> PyResult<String> {
-        Ok(text(call(py, self.core.wait_until_fails(command, timeout.0, attempt_timeout.map(|t| t.0)))?))
+        let traced = Traced::new("wait_until_fails").command(command).timeout(Some(timeout.0));
+        let output =
+            self.call(py, traced, self.core.wait_until_fails(command, timeout.0, attempt_timeout.map(|t| t.0)))?;
+        Ok(text(output))
     }
 
     /// Sleep in guest time (`sleep N` in the guest).
@@ -373,7 +490,7 @@ impl QemuMachine {
         let Some(duration) = duration.or(secs) else {
             return Err(pyo3::exceptions::PyTypeError::new_err("sleep() needs a duration"));
         };
-        call(py, self.core.sleep(duration.0))
+        self.call(py, Traced::new("sleep"), self.core.sleep(duration.0))
     }
 
     // --- systemd ----------------------------------------------------------------------
@@ -381,21 +498,23 @@ impl QemuMachine {
     /// Run `systemctl <q>` (as `user` with `--user`); return `(status, output)`.
     #[pyo3(signature = (q, user=None))]
     fn systemctl(&self, py: Python<'_>, q: &str, user: Option<&str>) -> PyResult<(i32, String)> {
-        let (status, output) = call(py, self.core.systemctl(q, user))?;
+        let (status, output) = self.call(py, Traced::new("systemctl").argument(q), self.core.systemctl(q, user))?;
         Ok((status, text(output)))
     }
 
     /// `systemctl start <job>`.
     #[pyo3(signature = (jobname, user=None))]
     fn start_job(&self, py: Python<'_>, jobname: &str, user: Option<&str>) -> PyResult<(i32, String)> {
-        let (status, output) = call(py, self.core.start_job(jobname, user))?;
+        let (status, output) =
+            self.call(py, Traced::new("start_job").argument(jobname), self.core.start_job(jobname, user))?;
         Ok((status, text(output)))
     }
 
     /// `systemctl stop <job>`.
     #[pyo3(signature = (jobname, user=None))]
     fn stop_job(&self, py: Python<'_>, jobname: &str, user: Option<&str>) -> PyResult<(i32, String)> {
-        let (status, output) = call(py, self.core.stop_job(jobname, user))?;
+        let (status, output) =
+            self.call(py, Traced::new("stop_job").argument(jobname), self.core.stop_job(jobname, user))?;
         Ok((status, text(output)))
     }
 
@@ -407,31 +526,43 @@ impl QemuMachine {
         unit: &str,
         user: Option<&str>,
     ) -> PyResult<std::collections::BTreeMap<String, String>> {
-        call(py, self.core.get_unit_info(unit, user))
+        self.call(py, Traced::new("get_unit_info").argument(unit), self.core.get_unit_info(unit, user))
     }
 
     /// One property of a unit.
     #[pyo3(signature = (unit, property, user=None))]
     fn get_unit_property(&self, py: Python<'_>, unit: &str, property: &str, user: Option<&str>) -> PyResult<String> {
-        call(py, self.core.get_unit_property(unit, property, user))
+        self.call(
+            py,
+            Traced::new("get_unit_property").argument(format_args!("{unit} {property}")),
+            self.core.get_unit_property(unit, property, user),
+        )
     }
 
     /// Raise unless the unit is in `require_state` now.
     #[pyo3(signature = (unit, require_state="active"))]
     fn require_unit_state(&self, py: Python<'_>, unit: &str, require_state: &str) -> PyResult<()> {
-        call(py, self.core.require_unit_state(unit, require_state))
+        self.call(
+            py,
+            Traced::new("require_unit_state").argument(unit),
+            self.core.require_unit_state(unit, require_state),
+        )
     }
 
     /// Wait until a unit is active; raise if it fails or is inactive with nothing pending.
     #[pyo3(signature = (unit, user=None, timeout=DEFAULT_TIMEOUT))]
     fn wait_for_unit(&self, py: Python<'_>, unit: &str, user: Option<&str>, timeout: PyDuration) -> PyResult<()> {
-        call(py, self.core.wait_for_unit(unit, user, timeout.0))
+        self.call(py, Traced::new("wait_for_unit").argument(unit), self.core.wait_for_unit(unit, user, timeout.0))
     }
 
     /// Wait until a unit's ActiveState is `state` (e.g. `failed`, `activating`).
     #[pyo3(signature = (unit, state, timeout=DEFAULT_TIMEOUT))]
     fn wait_for_unit_active_state(&self, py: Python<'_>, unit: &str, state: &str, timeout: PyDuration) -> PyResult<()> {
-        call(py, self.core.wait_for_unit_active_state(unit, state, timeout.0))
+        self.call(
+            py,
+            Traced::new("wait_for_unit_active_state").argument(unit),
+            self.core.wait_for_unit_active_state(unit, state, timeout.0),
+        )
     }
 
     // --- waits ------------------------------------------------------------------------
@@ -439,19 +570,27 @@ impl QemuMachine {
     /// Wait until a file exists in the guest.
     #[pyo3(signature = (filename, timeout=DEFAULT_TIMEOUT))]
     fn wait_for_file(&self, py: Python<'_>, filename: &str, timeout: PyDuration) -> PyResult<()> {
-        call(py, self.core.wait_for_file(filename, timeout.0))
+        self.call(py, Traced::new("wait_for_file").argument(filename), self.core.wait_for_file(filename, timeout.0))
     }
 
     /// Wait until something listens on a TCP port.
     #[pyo3(signature = (port, addr="localhost", timeout=DEFAULT_TIMEOUT))]
     fn wait_for_open_port(&self, py: Python<'_>, port: u16, addr: &str, timeout: PyDuration) -> PyResult<()> {
-        call(py, self.core.wait_for_open_port(port, addr, timeout.0))
+        self.call(
+            py,
+            Traced::new("wait_for_open_port").argument(format_args!("{addr}:{port}")),
+            self.core.wait_for_open_port(port, addr, timeout.0),
+        )
     }
 
     /// Wait until nothing listens on a TCP port.
     #[pyo3(signature = (port, addr="localhost", timeout=DEFAULT_TIMEOUT))]
     fn wait_for_closed_port(&self, py: Python<'_>, port: u16, addr: &str, timeout: PyDuration) -> PyResult<()> {
-        call(py, self.core.wait_for_closed_port(port, addr, timeout.0))
+        self.call(
+            py,
+            Traced::new("wait_for_closed_port").argument(format_args!("{addr}:{port}")),
+            self.core.wait_for_closed_port(port, addr, timeout.0),
+        )
     }
 
     /// Wait until something listens on a UNIX-domain socket.
@@ -463,19 +602,24 @@ impl QemuMachine {
         is_datagram: bool,
         timeout: PyDuration,
     ) -> PyResult<()> {
-        call(py, self.core.wait_for_open_unix_socket(addr, is_datagram, timeout.0))
+        self.call(
+            py,
+            Traced::new("wait_for_open_unix_socket").argument(addr),
+            self.core.wait_for_open_unix_socket(addr, is_datagram, timeout.0),
+        )
     }
 
     /// Wait until the X server is up.
     #[pyo3(signature = (timeout=DEFAULT_TIMEOUT))]
     fn wait_for_x(&self, py: Python<'_>, timeout: PyDuration) -> PyResult<()> {
-        call(py, self.core.wait_for_x(timeout.0))
+        self.call(py, Traced::new("wait_for_x"), self.core.wait_for_x(timeout.0))
     }
 
     /// The names of the X windows.
     fn get_window_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let command = r#"xwininfo -root -tree | sed 's/.*0x[0-9a-f]* \"\([^\"]*\)\".*/\1/; t; d'"#;
-        let output = text(call(py, self.core.succeed(&[command.to_owned()], None))?);
+        let output =
+            text(self.call(py, Traced::new("get_window_names"), self.core.succeed(&[command.to_owned()], None))?);
         Ok(output.lines().map(str::to_owned).collect())
     }
 
@@ -483,21 +627,24 @@ impl QemuMachine {
     #[pyo3(signature = (regexp, timeout=DEFAULT_TIMEOUT))]
     fn wait_for_window(&self, py: Python<'_>, regexp: &str, timeout: PyDuration) -> PyResult<()> {
         let pattern = py.import("re")?.call_method1("compile", (regexp,))?;
-        nested(self.core.name(), "waiting for a window to appear", || {
-            host_retry(py, timeout.0, |py, last_try| {
-                let names = self.get_window_names(py)?;
-                if last_try {
-                    self.core.log(&format!(
-                        "Last chance to match {regexp} on the window list, which currently contains: {}",
-                        names.join(", ")
-                    ));
-                }
-                for name in &names {
-                    if !pattern.call_method1("search", (name,))?.is_none() {
-                        return Ok(true);
+        let traced = Traced::new("wait_for_window").argument(regexp).timeout(Some(timeout.0));
+        self.traced(traced, |_| {
+            nested(self.core.name(), "waiting for a window to appear", || {
+                host_retry(py, timeout.0, |py, last_try| {
+                    let names = self.get_window_names(py)?;
+                    if last_try {
+                        self.core.log(&format!(
+                            "Last chance to match {regexp} on the window list, which currently contains: {}",
+                            names.join(", ")
+                        ));
                     }
-                }
-                Ok(false)
+                    for name in &names {
+                        if !pattern.call_method1("search", (name,))?.is_none() {
+                            return Ok(true);
+                        }
+                    }
+                    Ok(false)
+                })
             })
         })
     }
@@ -511,7 +658,7 @@ impl QemuMachine {
 
     /// Type on the serial console (QEMU's stdin).
     fn send_console(&self, py: Python<'_>, chars: &str) -> PyResult<()> {
-        call(py, self.core.send_console(chars.as_bytes()))
+        self.call(py, Traced::new("send_console"), self.core.send_console(chars.as_bytes()))
     }
 
     /// Wait until `regex` matches the serial console output, as upstream: lines not yet
@@ -522,49 +669,53 @@ impl QemuMachine {
     fn wait_for_console_text(&self, py: Python<'_>, regex: &str, timeout: Option<PyDuration>) -> PyResult<()> {
         let pattern = py.import("re")?.call_method1("compile", (regex,))?;
         let console = Arc::clone(self.core.console());
-        nested(self.core.name(), &format!("waiting for {regex} to appear on console"), || {
-            let start = Instant::now();
-            let mut buffer = String::new();
-            let mut changes = console.subscribe();
-            loop {
-                // Mark the current count seen first, so a line arriving later wakes the wait.
-                changes.borrow_and_update();
-                let from = console.cursor();
-                let lines = console.lines_from(from);
-                let count = lines.len();
-                for (offset, line) in lines.into_iter().enumerate() {
-                    buffer.push_str(&line);
-                    if !pattern.call_method1("search", (buffer.as_str(),))?.is_none() {
-                        console.set_cursor(from + offset + 1);
-                        return Ok(());
-                    }
-                }
-                console.set_cursor(from + count);
-                let remaining = match timeout {
-                    None => None,
-                    Some(timeout) => match timeout.0.checked_sub(start.elapsed()) {
-                        Some(remaining) if !remaining.is_zero() => Some(remaining),
-                        _ => {
-                            let timed_out = ntd_core::retry::TimedOut { elapsed: start.elapsed(), timeout: timeout.0 };
-                            return Err(assertion_failed(py, timed_out.to_string()));
+        let traced = Traced::new("wait_for_console_text").argument(regex).timeout(timeout.map(|t| t.0));
+        self.traced(traced, |_| {
+            nested(self.core.name(), &format!("waiting for {regex} to appear on console"), || {
+                let start = Instant::now();
+                let mut buffer = String::new();
+                let mut changes = console.subscribe();
+                loop {
+                    // Mark the current count seen first, so a line arriving later wakes the wait.
+                    changes.borrow_and_update();
+                    let from = console.cursor();
+                    let lines = console.lines_from(from);
+                    let count = lines.len();
+                    for (offset, line) in lines.into_iter().enumerate() {
+                        buffer.push_str(&line);
+                        if !pattern.call_method1("search", (buffer.as_str(),))?.is_none() {
+                            console.set_cursor(from + offset + 1);
+                            return Ok(());
                         }
-                    },
-                };
-                let changed = changes.changed();
-                block_on(py, async move {
-                    match remaining {
-                        Some(remaining) => drop(tokio::time::timeout(remaining, changed).await),
-                        None => drop(changed.await),
                     }
-                })?;
-            }
+                    console.set_cursor(from + count);
+                    let remaining = match timeout {
+                        None => None,
+                        Some(timeout) => match timeout.0.checked_sub(start.elapsed()) {
+                            Some(remaining) if !remaining.is_zero() => Some(remaining),
+                            _ => {
+                                let timed_out =
+                                    ntd_core::retry::TimedOut { elapsed: start.elapsed(), timeout: timeout.0 };
+                                return Err(assertion_failed(py, timed_out.to_string()));
+                            }
+                        },
+                    };
+                    let changed = changes.changed();
+                    block_on(py, async move {
+                        match remaining {
+                            Some(remaining) => drop(tokio::time::timeout(remaining, changed).await),
+                            None => drop(changed.await),
+                        }
+                    })?;
+                }
+            })
         })
     }
 
     /// The text on virtual console `tty`.
     fn get_tty_text(&self, py: Python<'_>, tty: &Bound<'_, PyAny>) -> PyResult<String> {
         let tty = tty_name(tty)?;
-        Ok(text(call(py, self.core.get_tty_text(&tty))?))
+        Ok(text(self.call(py, Traced::new("get_tty_text"), self.core.get_tty_text(&tty))?))
     }
 
     /// Wait until the text on virtual console `tty` matches `regexp`.
@@ -578,14 +729,18 @@ impl QemuMachine {
     ) -> PyResult<()> {
         let tty = tty_name(tty)?;
         let pattern = py.import("re")?.call_method1("compile", (regexp,))?;
-        nested(self.core.name(), &format!("waiting for {regexp} to appear on tty {tty}"), || {
-            host_retry(py, timeout.0, |py, last_try| {
-                let text = text(call(py, self.core.get_tty_text(&tty))?);
-                if last_try {
-                    self.core
-                        .log(&format!("Last chance to match /{regexp}/ on TTY{tty}, which currently contains: {text}"));
-                }
-                Ok(pattern.call_method1("findall", (text,))?.len()? > 0)
+        let traced = Traced::new("wait_until_tty_matches").argument(regexp).timeout(Some(timeout.0));
+        self.traced(traced, |span| {
+            nested(self.core.name(), &format!("waiting for {regexp} to appear on tty {tty}"), || {
+                host_retry(py, timeout.0, |py, last_try| {
+                    let text = text(drive(py, span, self.core.get_tty_text(&tty))?);
+                    if last_try {
+                        self.core.log(&format!(
+                            "Last chance to match /{regexp}/ on TTY{tty}, which currently contains: {text}"
+                        ));
+                    }
+                    Ok(pattern.call_method1("findall", (text,))?.len()? > 0)
+                })
             })
         })
     }
@@ -593,26 +748,12 @@ impl QemuMachine {
     /// Put the text of virtual console `tty` into the journal (for debugging).
     fn dump_tty_contents(&self, py: Python<'_>, tty: &Bound<'_, PyAny>) -> PyResult<()> {
         let tty = tty_name(tty)?;
-        call(py, self.core.dump_tty_contents(&tty))
+        self.call(py, Traced::new("dump_tty_contents"), self.core.dump_tty_contents(&tty))
     }
 
     /// Forward the terminal's input to the serial console until end of file (Ctrl-D).
     fn console_interact(&self, py: Python<'_>) -> PyResult<()> {
-        self.core.log("Terminal is ready (there is no prompt):");
-        let stdin = py.import("sys")?.getattr("stdin")?.getattr("buffer")?;
-        loop {
-            let byte: Vec<u8> = match stdin.call_method1("read", (1,)) {
-                Ok(byte) => byte.extract()?,
-                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => break,
-                Err(e) => return Err(e),
-            };
-            if byte.is_empty() {
-                self.core.log("Closing connection to the console");
-                break;
-            }
-            call(py, self.core.send_console(&byte))?;
-        }
-        Ok(())
+        self.traced(Traced::new("console_interact"), |span| self.forward_stdin(py, span))
     }
 
     /// Connect the terminal (or a socat `address`) to the backdoor shell.
@@ -626,7 +767,7 @@ impl QemuMachine {
                 "READLINE,prompt=$ ".to_owned()
             }
         };
-        match call(py, self.core.shell_interact(&address)) {
+        match self.call(py, Traced::new("shell_interact"), self.core.shell_interact(&address)) {
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => Ok(()),
             other => other,
         }
@@ -636,18 +777,31 @@ impl QemuMachine {
 
     /// Copy a host file or directory into the guest (through the shared directory).
     fn copy_from_host(&self, py: Python<'_>, source: PathBuf, target: &str) -> PyResult<()> {
-        call(py, self.core.copy_from_host(&source, target))
+        self.call(
+            py,
+            Traced::new("copy_from_host").argument(source.display()),
+            self.core.copy_from_host(&source, target),
+        )
     }
 
     /// Copy a host file into the guest inside a shell command (no shared directory needed).
     fn copy_from_host_via_shell(&self, py: Python<'_>, source: PathBuf, target: &str) -> PyResult<()> {
-        call(py, self.core.copy_from_host_via_shell(&source, target))
+        self.call(
+            py,
+            Traced::new("copy_from_host_via_shell").argument(source.display()),
+            self.core.copy_from_host_via_shell(&source, target),
+        )
     }
 
     /// Copy a guest file or directory to `<out_dir>/<target_dir>/`.
     #[pyo3(signature = (source, target_dir=""))]
     fn copy_from_machine(&self, py: Python<'_>, source: &str, target_dir: &str) -> PyResult<()> {
-        call(py, self.core.copy_from_machine(source, target_dir)).map(drop)
+        self.call(
+            py,
+            Traced::new("copy_from_machine").argument(source),
+            self.core.copy_from_machine(source, target_dir),
+        )
+        .map(drop)
     }
 
     /// Deprecated name of `copy_from_machine`.
@@ -662,23 +816,23 @@ impl QemuMachine {
     /// Write a PNG of the screen (`.png` added when the name has no dot; into the output
     /// directory when it has no slash).
     fn screenshot(&self, py: Python<'_>, filename: &str) -> PyResult<()> {
-        call(py, self.core.screenshot(filename)).map(drop)
+        self.call(py, Traced::new("screenshot").argument(filename), self.core.screenshot(filename)).map(drop)
     }
 
     /// Type a string, one key per character.
     #[pyo3(signature = (chars, delay=Some(PyDuration(Duration::from_millis(10)))))]
     fn send_chars(&self, py: Python<'_>, chars: &str, delay: Option<PyDuration>) -> PyResult<()> {
-        call(py, self.core.send_chars(chars, delay.map(|d| d.0)))
+        self.call(py, Traced::new("send_chars"), self.core.send_chars(chars, delay.map(|d| d.0)))
     }
 
     /// The text on the screen, by OCR.
     fn get_screen_text(&self, py: Python<'_>) -> PyResult<String> {
-        call(py, self.core.get_screen_text())
+        self.call(py, Traced::new("get_screen_text"), self.core.get_screen_text())
     }
 
     /// Several OCR readings of the screen (order and number unspecified, as upstream).
     fn get_screen_text_variants(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        call(py, self.core.get_screen_text_variants())
+        self.call(py, Traced::new("get_screen_text_variants"), self.core.get_screen_text_variants())
     }
 
     /// Wait until `regex` matches the OCR text of the screen: every reading of a fresh
@@ -687,41 +841,45 @@ impl QemuMachine {
     #[pyo3(signature = (regex, timeout=DEFAULT_TIMEOUT))]
     fn wait_for_text(&self, py: Python<'_>, regex: &str, timeout: PyDuration) -> PyResult<()> {
         let pattern = py.import("re")?.call_method1("compile", (regex,))?.unbind();
-        nested(self.core.name(), &format!("waiting for {regex} to appear on screen"), || {
-            let start = Instant::now();
-            let mut pause = Duration::from_millis(500);
-            loop {
-                let mut search_error: Option<PyErr> = None;
-                let race = call(
-                    py,
-                    self.core.screen_race(|text| {
-                        Python::attach(|py| match pattern.bind(py).call_method1("search", (text,)) {
-                            Ok(found) => !found.is_none(),
-                            Err(e) => {
-                                search_error = Some(e);
-                                true
-                            }
-                        })
-                    }),
-                )?;
-                if let Some(error) = search_error {
-                    return Err(error);
+        let traced = Traced::new("wait_for_text").argument(regex).timeout(Some(timeout.0));
+        self.traced(traced, |span| {
+            nested(self.core.name(), &format!("waiting for {regex} to appear on screen"), || {
+                let start = Instant::now();
+                let mut pause = Duration::from_millis(500);
+                loop {
+                    let mut search_error: Option<PyErr> = None;
+                    let race = drive(
+                        py,
+                        span,
+                        self.core.screen_race(|text| {
+                            Python::attach(|py| match pattern.bind(py).call_method1("search", (text,)) {
+                                Ok(found) => !found.is_none(),
+                                Err(e) => {
+                                    search_error = Some(e);
+                                    true
+                                }
+                            })
+                        }),
+                    )?;
+                    if let Some(error) = search_error {
+                        return Err(error);
+                    }
+                    let texts = match race {
+                        ntd_core::ocr::Race::Matched(_) => return Ok(()),
+                        ntd_core::ocr::Race::Texts(texts) => texts,
+                    };
+                    let elapsed = start.elapsed();
+                    let Some(remaining) = timeout.0.checked_sub(elapsed).filter(|r| !r.is_zero()) else {
+                        let shown = PyList::new(py, &texts)?.repr()?.to_string();
+                        self.core.log(&format!("Last OCR attempt failed. Text was: {shown}"));
+                        let timed_out = ntd_core::retry::TimedOut { elapsed, timeout: timeout.0 };
+                        return Err(assertion_failed(py, timed_out.to_string()));
+                    };
+                    let nap = pause.min(remaining);
+                    block_on(py, async move { tokio::time::sleep(nap).await })?;
+                    pause = (pause * 2).min(Duration::from_secs(2));
                 }
-                let texts = match race {
-                    ntd_core::ocr::Race::Matched(_) => return Ok(()),
-                    ntd_core::ocr::Race::Texts(texts) => texts,
-                };
-                let elapsed = start.elapsed();
-                let Some(remaining) = timeout.0.checked_sub(elapsed).filter(|r| !r.is_zero()) else {
-                    let shown = PyList::new(py, &texts)?.repr()?.to_string();
-                    self.core.log(&format!("Last OCR attempt failed. Text was: {shown}"));
-                    let timed_out = ntd_core::retry::TimedOut { elapsed, timeout: timeout.0 };
-                    return Err(assertion_failed(py, timed_out.to_string()));
-                };
-                let nap = pause.min(remaining);
-                block_on(py, async move { tokio::time::sleep(nap).await })?;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
+            })
         })
     }
 
@@ -729,42 +887,55 @@ impl QemuMachine {
 
     /// Unplug the first VLAN NIC (eth1).
     fn block(&self, py: Python<'_>) -> PyResult<()> {
-        call(py, self.core.block())
+        self.call(py, Traced::new("block"), self.core.block())
     }
 
     /// Plug the first VLAN NIC back in.
     fn unblock(&self, py: Python<'_>) -> PyResult<()> {
-        call(py, self.core.unblock())
+        self.call(py, Traced::new("unblock"), self.core.unblock())
     }
 
     /// Forward a host TCP port to a guest port through the user-mode network.
     #[pyo3(signature = (host_port=8080, guest_port=80))]
     fn forward_port(&self, py: Python<'_>, host_port: u16, guest_port: u16) -> PyResult<()> {
-        call(py, self.core.forward_port(host_port, guest_port))
+        self.call(py, Traced::new("forward_port"), self.core.forward_port(host_port, guest_port))
     }
 
     // --- monitor, QMP, keyboard -------------------------------------------------------
 
     /// Send a command to QEMU's human monitor; return its reply.
     fn send_monitor_command(&self, py: Python<'_>, command: &str) -> PyResult<String> {
-        call(py, self.core.send_monitor_command(command))
+        self.call(py, Traced::new("send_monitor_command").argument(command), self.core.send_monitor_command(command))
     }
 
     /// Read the monitor until its prompt.
     fn wait_for_monitor_prompt(&self, py: Python<'_>) -> PyResult<String> {
-        call(py, self.core.wait_for_monitor_prompt())
+        self.call(py, Traced::new("wait_for_monitor_prompt"), self.core.wait_for_monitor_prompt())
     }
 
     /// Press a key or combination (`"a"`, `"ctrl-alt-delete"`), then pause `delay` seconds.
     #[pyo3(signature = (key, delay=Some(PyDuration(Duration::from_millis(10))), log=true))]
     fn send_key(&self, py: Python<'_>, key: &str, delay: Option<PyDuration>, log: Option<bool>) -> PyResult<()> {
-        call(py, self.core.send_key(key, delay.map(|d| d.0), log.unwrap_or(true)))
+        self.call(
+            py,
+            Traced::new("send_key").argument(key),
+            self.core.send_key(key, delay.map(|d| d.0), log.unwrap_or(true)),
+        )
     }
 
     /// Wait for a QMP event for which `event_filter(event)` is true; raise `TimeoutError` after
     /// `timeout`.
     #[pyo3(signature = (event_filter, timeout=PyDuration::secs(600)))]
     fn wait_for_qmp_event(&self, py: Python<'_>, event_filter: Py<PyAny>, timeout: PyDuration) -> PyResult<Py<PyAny>> {
+        self.traced(Traced::new("wait_for_qmp_event").timeout(Some(timeout.0)), |_| {
+            self.qmp_event(py, event_filter, timeout)
+        })
+    }
+}
+
+impl QemuMachine {
+    /// `wait_for_qmp_event`'s work, the filter called with the GIL for each event.
+    fn qmp_event(&self, py: Python<'_>, event_filter: Py<PyAny>, timeout: PyDuration) -> PyResult<Py<PyAny>> {
         if !self.core.is_booted() {
             return Err(PyRuntimeError::new_err("QMP API is not ready yet, is the VM ready?"));
         }

@@ -158,7 +158,11 @@ impl Scenario {
     /// Run the driver on `script` with the machines' start scripts, failing the test if it
     /// runs longer than `limit` (a hang guard, not a speed claim).
     pub fn run(&self, script: &Path, extra: &[&str], limit: Duration) -> Run {
-        let mut command = self.command(extra);
+        self.run_with(self.command(extra), script, limit)
+    }
+
+    /// [`Scenario::run`] with a prepared driver command (see [`Scenario::command`]).
+    pub fn run_with(&self, mut command: Command, script: &Path, limit: Duration) -> Run {
         // The script first: --start-scripts takes every argument after it.
         command.arg(script);
         if !self.scripts.is_empty() {

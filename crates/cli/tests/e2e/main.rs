@@ -14,3 +14,4 @@ mod interfaces;
 mod network;
 mod screen;
 mod start_script;
+mod telemetry;

@@ -9,13 +9,12 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::{LogLevel, TARGET, field};
+use super::{Fields, LogLevel, TARGET, field};
 
 const BRIGHT_GREEN: &str = "\x1b[1m\x1b[32m";
 const DIM: &str = "\x1b[2m";
@@ -65,39 +64,6 @@ fn prefixed(machine: Option<&str>, message: &str) -> String {
     match machine {
         Some(machine) => format!("{machine}: {message}"),
         None => message.to_owned(),
-    }
-}
-
-/// The fields of an ntd event or span that the sinks need.
-#[derive(Default)]
-struct Fields {
-    message: Option<String>,
-    machine: Option<String>,
-    kind: Option<String>,
-    block: Option<String>,
-    failed: bool,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "message" => self.message = Some(value.to_owned()),
-            field::MACHINE => self.machine = Some(value.to_owned()),
-            field::KIND => self.kind = Some(value.to_owned()),
-            field::BLOCK => self.block = Some(value.to_owned()),
-            _ => {}
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if field.name() == field::FAILED {
-            self.failed = value;
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        // `message` arrives as fmt::Arguments, whose Debug is its Display.
-        self.record_str(field, &format!("{value:?}"));
     }
 }
 

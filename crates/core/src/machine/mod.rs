@@ -390,6 +390,8 @@ impl MachineConfig {
 
 /// The parts of a running machine.
 struct Running {
+    /// When the start command was run (the boot's duration counts from here).
+    spawned_at: Instant,
     child: process::Child,
     monitor: tokio::sync::Mutex<Monitor>,
     qmp: Qmp,
@@ -439,6 +441,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// A boot phase's span (see [`log::boot_span`]): it starts when made and ends when dropped,
+/// marked failed unless [`BootPhase::done`] was called.
+struct BootPhase {
+    span: tracing::Span,
+    done: bool,
+}
+
+impl BootPhase {
+    fn new(machine: &str, phase: &str) -> BootPhase {
+        BootPhase { span: log::boot_span(machine, phase), done: false }
+    }
+
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for BootPhase {
+    fn drop(&mut self) {
+        if !self.done {
+            log::record_error(&self.span, "failed");
+        }
     }
 }
 
@@ -662,6 +689,8 @@ impl Machine {
 
         inner.console.clear();
         lock(&inner.stderr_tail).clear();
+        let spawned_at = Instant::now();
+        let spawn_phase = BootPhase::new(name, "spawn");
         let mut child = process::Child::spawn(command)
             .await
             .map_err(|e| start_error(&format!("run the start command {}", inner.start_command.as_str()), e))?;
@@ -723,6 +752,8 @@ impl Machine {
             Err(e) => return Err(explain(stage, start_error("accept QEMU's connections", e)).await),
         };
         drop((monitor_listener, shell_listener));
+        spawn_phase.done();
+        let qmp_phase = BootPhase::new(name, "qmp");
         let mut monitor = Monitor::new(monitor_stream);
 
         // QEMU created the QMP socket before it connected to ours; retry briefly regardless.
@@ -762,8 +793,10 @@ impl Machine {
             return Err(explain("its monitor was ready", Error::Monitor { machine: name.to_owned(), source }).await);
         }
 
+        qmp_phase.done();
         let pid = child.pid();
         *lock(&inner.running) = Some(Arc::new(Running {
+            spawned_at,
             child,
             monitor: tokio::sync::Mutex::new(monitor),
             qmp,
@@ -794,6 +827,7 @@ impl Machine {
             }
             let running = self.running()?;
             let start = Instant::now();
+            let shell_phase = BootPhase::new(&name, "shell");
             enum Outcome {
                 Marker(Result<(), ShellError>),
                 Exited(ExitStatus),
@@ -838,6 +872,8 @@ impl Machine {
             }
             self.log("connected to guest root shell");
             self.log(&format!("(connecting took {:.2} seconds)", start.elapsed().as_secs_f64()));
+            shell_phase.span.record("boot.duration_s", running.spawned_at.elapsed().as_secs_f64());
+            shell_phase.done();
             self.inner.connected.store(true, Ordering::SeqCst);
             Ok(())
         })
@@ -873,10 +909,9 @@ impl Machine {
         self.connect().await?;
         let running = self.running()?;
         let name = &self.inner.name;
-        let frame = Frame::new(command, options.timeout).map_err(|source| Error::InvalidCommand {
-            machine: name.clone(),
-            command: command.replace('\0', "\\0"),
-            source,
+        let traceparent = log::current_traceparent();
+        let frame = Frame::new(command, options.timeout, traceparent.as_deref()).map_err(|source| {
+            Error::InvalidCommand { machine: name.clone(), command: command.replace('\0', "\\0"), source }
         })?;
         let shell_error = |source| Error::Shell { machine: name.clone(), command: command.to_owned(), source };
         let mut shell = running.shell.lock().await;

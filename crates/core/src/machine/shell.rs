@@ -108,19 +108,26 @@ fn new_nonce() -> [u8; 16] {
 }
 
 impl Frame {
-    /// Frame `command` (see the module docs), optionally under a guest-side `timeout`.
-    pub fn new(command: &str, timeout: Option<Duration>) -> Result<Frame, NulInCommand> {
-        if command.contains('\0') {
+    /// Frame `command` (see the module docs), optionally under a guest-side `timeout`, and
+    /// with `TRACEPARENT` in its environment when a trace context is given.
+    pub fn new(command: &str, timeout: Option<Duration>, traceparent: Option<&str>) -> Result<Frame, NulInCommand> {
+        if command.contains('\0') || traceparent.is_some_and(|t| t.contains('\0')) {
             return Err(NulInCommand);
         }
         let nonce = new_nonce();
         let script = shell_quote(&format!("set -euo pipefail; {command}"));
-        let mut line = String::with_capacity(script.len() + 80);
-        match timeout {
-            None => {
+        let mut line = String::with_capacity(script.len() + 140);
+        match (timeout, traceparent) {
+            (None, None) => {
                 let _ = write!(line, "( eval {script} ) </dev/null");
             }
-            Some(timeout) => {
+            (None, Some(traceparent)) => {
+                let _ = write!(line, "( export TRACEPARENT={}; eval {script} ) </dev/null", shell_quote(traceparent));
+            }
+            (Some(timeout), traceparent) => {
+                if let Some(traceparent) = traceparent {
+                    let _ = write!(line, "TRACEPARENT={} ", shell_quote(traceparent));
+                }
                 let _ = write!(
                     line,
                     "timeout {} \"${{BASH:-sh}}\" -c {script} </dev/null",
@@ -350,27 +357,38 @@ mod tests {
 
     #[test]
     fn frames_with_and_without_timeout() {
-        let frame = Frame::new("echo 'hi' $X", None).expect("no NUL");
+        let frame = Frame::new("echo 'hi' $X", None, None).expect("no NUL");
         let text = String::from_utf8(frame.bytes.clone()).expect("utf-8");
         let nonce = nonce_of(&frame);
         assert_eq!(
             text,
             format!("( eval 'set -euo pipefail; echo '\\''hi'\\'' $X' ) </dev/null; printf '\\n%s %d\\n' {nonce} $?\n")
         );
-        let frame = Frame::new("sleep 30", Some(Duration::from_secs(2))).expect("no NUL");
+        let frame = Frame::new("sleep 30", Some(Duration::from_secs(2)), None).expect("no NUL");
         let text = String::from_utf8(frame.bytes.clone()).expect("utf-8");
         assert!(
             text.starts_with("timeout 2 \"${BASH:-sh}\" -c 'set -euo pipefail; sleep 30' </dev/null; printf"),
             "{text}"
         );
-        let frame = Frame::new("true", Some(Duration::from_millis(1500))).expect("no NUL");
+        let frame = Frame::new("true", Some(Duration::from_millis(1500)), None).expect("no NUL");
         assert!(String::from_utf8_lossy(&frame.bytes).starts_with("timeout 1.5 "));
     }
 
     #[test]
+    fn traceparent_reaches_the_command() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let frame = Frame::new("echo $TRACEPARENT", None, Some(tp)).expect("frame");
+        let text = String::from_utf8(frame.bytes).expect("utf-8");
+        assert!(text.starts_with(&format!("( export TRACEPARENT='{tp}'; eval ")), "{text}");
+        let frame = Frame::new("true", Some(Duration::from_secs(3)), Some(tp)).expect("frame");
+        let text = String::from_utf8(frame.bytes).expect("utf-8");
+        assert!(text.starts_with(&format!("TRACEPARENT='{tp}' timeout 3 ")), "{text}");
+    }
+
+    #[test]
     fn nonces_differ() {
-        let a = Frame::new("true", None).expect("frame");
-        let b = Frame::new("true", None).expect("frame");
+        let a = Frame::new("true", None, None).expect("frame");
+        let b = Frame::new("true", None, None).expect("frame");
         assert_ne!(a.nonce, b.nonce);
         assert!(a.nonce.iter().all(u8::is_ascii_hexdigit));
     }
@@ -387,7 +405,7 @@ mod tests {
 
     #[test]
     fn rejects_nul() {
-        assert_eq!(Frame::new("echo \0", None).expect_err("NUL"), NulInCommand);
+        assert_eq!(Frame::new("echo \0", None, None).expect_err("NUL"), NulInCommand);
     }
 
     fn reply_stream(frame: &Frame, output: &[u8], status: i32) -> Vec<u8> {
@@ -398,7 +416,7 @@ mod tests {
 
     #[test]
     fn decodes_output_byte_exact_in_any_chunking() {
-        let frame = Frame::new("x", None).expect("frame");
+        let frame = Frame::new("x", None, None).expect("frame");
         let mut output: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
         output.extend_from_slice(b"\n\r\n no trailing newline");
         let stream = reply_stream(&frame, &output, 7);
@@ -418,7 +436,7 @@ mod tests {
 
     #[test]
     fn empty_output_and_trailing_newlines() {
-        let frame = Frame::new("x", None).expect("frame");
+        let frame = Frame::new("x", None, None).expect("frame");
         for output in [&b""[..], b"\n", b"\n\n", b"abc\n"] {
             let mut decoder = frame.decoder();
             let (reply, _) = decoder.push(&reply_stream(&frame, output, 0)).expect("ok").expect("complete");
@@ -428,7 +446,7 @@ mod tests {
 
     #[test]
     fn bytes_after_the_reply_are_returned() {
-        let frame = Frame::new("x", None).expect("frame");
+        let frame = Frame::new("x", None, None).expect("frame");
         let mut stream = reply_stream(&frame, b"out", 0);
         stream.extend_from_slice(b"late background output");
         let (reply, rest) = frame.decoder().push(&stream).expect("ok").expect("complete");
@@ -438,8 +456,8 @@ mod tests {
 
     #[test]
     fn another_nonce_is_just_output() {
-        let frame = Frame::new("x", None).expect("frame");
-        let other = Frame::new("y", None).expect("frame");
+        let frame = Frame::new("x", None, None).expect("frame");
+        let other = Frame::new("y", None, None).expect("frame");
         let inner = reply_stream(&other, b"nested", 3);
         let (reply, _) = frame.decoder().push(&reply_stream(&frame, &inner, 0)).expect("ok").expect("complete");
         assert_eq!(reply.output, inner);
@@ -448,7 +466,7 @@ mod tests {
 
     #[test]
     fn malformed_status_is_an_error() {
-        let frame = Frame::new("x", None).expect("frame");
+        let frame = Frame::new("x", None, None).expect("frame");
         let stream = format!("\n{} notanumber\n", nonce_of(&frame));
         assert!(frame.decoder().push(stream.as_bytes()).is_err());
     }
@@ -490,7 +508,7 @@ mod tests {
         ];
         let cwd = std::env::current_dir().expect("cwd");
         for (command, expected, status) in cases {
-            let frame = Frame::new(command, None).expect("frame");
+            let frame = Frame::new(command, None, None).expect("frame");
             shell.send(&frame).await.expect("send");
             let reply = shell.receive().await.expect("reply");
             assert_eq!(reply.status, *status, "status of {command}");
@@ -501,7 +519,7 @@ mod tests {
                 assert_eq!(reply.output, *expected, "output of {command}");
             }
         }
-        let frame = Frame::new("sleep 5", Some(Duration::from_millis(200))).expect("frame");
+        let frame = Frame::new("sleep 5", Some(Duration::from_millis(200)), None).expect("frame");
         shell.send(&frame).await.expect("send");
         assert_eq!(shell.receive().await.expect("reply").status, 124);
         shell.send_raw(b"exit 0\n").await.expect("send exit");
