@@ -101,6 +101,7 @@ fn run(resolved: Resolved) -> i32 {
         }
     };
     let run_span = log::run_span(&resolved.test_name);
+    let _tracked = log::track(&run_span);
     let entered = run_span.enter();
     if !resolved.keep_machine_state {
         log::info(None, "Machine state will be reset. To keep it, pass --keep-machine-state");

@@ -100,6 +100,12 @@ fn traceparent(span: &tracing::Span) -> Option<String> {
     })
 }
 
+/// Export `span` now, as it stands: its OpenTelemetry span is started if it was not, and
+/// ended. When the tracing span closes later, ending it again does nothing.
+fn end(span: &tracing::Span) {
+    span.context().span().end();
+}
+
 /// OpenTelemetry export for one run.
 pub struct Telemetry {
     provider: SdkTracerProvider,
@@ -156,7 +162,7 @@ impl Telemetry {
         let resource =
             resource.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build();
         let provider = builder.with_resource(resource).build();
-        log::set_traceparent_hook(traceparent);
+        log::set_telemetry_hooks(log::TelemetryHooks { traceparent, end });
         Ok(Some(Telemetry { provider, failures }))
     }
 

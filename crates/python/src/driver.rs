@@ -239,6 +239,7 @@ impl Driver {
             interrupt_main_thread();
             if timer.wait(TIMEOUT_GRACE) {
                 log::error(None, "the test script did not stop after the global timeout; exiting");
+                log::end_open_spans("the test script did not stop after the global timeout", "timed out");
                 if let Some(hook) = EXIT_HOOK.get() {
                     hook();
                 }

@@ -22,12 +22,13 @@ pub struct LogBlock {
     /// A subtest's name: its block is also a telemetry span and a JUnit test case.
     subtest: Option<String>,
     entered: Option<tracing::span::EnteredSpan>,
+    tracked: Option<log::Tracked>,
 }
 
 impl LogBlock {
     /// A block to be entered.
     pub fn new(machine: Option<String>, message: String, attrs: Vec<(String, String)>) -> LogBlock {
-        LogBlock { machine, message, attrs, subtest: None, entered: None }
+        LogBlock { machine, message, attrs, subtest: None, entered: None, tracked: None }
     }
 
     /// A subtest's block, titled `subtest: <name>`.
@@ -38,6 +39,7 @@ impl LogBlock {
             attrs: Vec::new(),
             subtest: Some(name.to_owned()),
             entered: None,
+            tracked: None,
         }
     }
 }
@@ -52,6 +54,7 @@ impl LogBlock {
                 log::block(slf.machine.as_deref(), &slf.message, &attrs)
             }
         };
+        slf.tracked = Some(log::track(&span));
         slf.entered = Some(span.entered());
         slf
     }
@@ -71,6 +74,7 @@ impl LogBlock {
             }
             drop(entered);
         }
+        self.tracked = None;
         false
     }
 }

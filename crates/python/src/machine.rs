@@ -165,6 +165,7 @@ impl QemuMachine {
     /// and, on an exception, the status ERROR with its message.
     fn traced<T>(&self, traced: Traced<'_>, body: impl FnOnce(&tracing::Span) -> PyResult<T>) -> PyResult<T> {
         let span = log::method_span(self.core.name(), traced.method);
+        let _tracked = log::track(&span);
         if let Some(command) = traced.command {
             span.record("command", command);
         }

@@ -253,6 +253,29 @@ fn a_failing_subtest_is_an_error_span_over_http() {
 }
 
 #[test]
+fn spans_are_flushed_when_the_global_timeout_stops_a_stubborn_script() {
+    let collector = Collector::start(Protocol::HttpBinary);
+    let scenario = Scenario::new();
+    let mut command = exporting(&scenario, &collector, "http/protobuf", "stubborn");
+    command.args(["--global-timeout", "2"]);
+    // A script that swallows the interruption, so the driver has to end the process itself.
+    let script = "import time\nwith subtest(\"never ends\"):\n    while True:\n        try:\n            time.sleep(30)\n        except BaseException:\n            pass\n";
+    let run = run_script(&scenario, command, script);
+    run.assert_status(1);
+    run.assert_stderr_contains("the test script did not stop after the global timeout; exiting");
+
+    // The run and the subtest were still open when the process ended; they are exported anyway.
+    let trace = collector.trace();
+    let root = trace.one("nixos-test stubborn");
+    assert_eq!(root.attributes["test.outcome"], "timed out");
+    assert_eq!(root.status, StatusCode::Error);
+    let subtest = trace.one("subtest: never ends");
+    trace.assert_parent(subtest, "nixos-test stubborn");
+    assert_eq!(subtest.status, StatusCode::Error);
+    assert_eq!(subtest.status_message, "the test script did not stop after the global timeout");
+}
+
+#[test]
 fn sdk_disabled_exports_nothing() {
     let collector = Collector::start(Protocol::HttpBinary);
     let scenario = Scenario::new();
@@ -446,6 +469,7 @@ fn the_otel_example_is_one_trace_in_a_real_collector_over_grpc() {
     trace.assert_parent(trace.one("subtest: the hello service answers"), "nixos-test otel");
     let check = trace.one_with("machine.succeed", "command", "systemctl is-active hello.service");
     trace.assert_parent(check, "subtest: the hello service answers");
+    assert_eq!(check.attributes["machine"], "machine");
     assert_eq!(check.attributes["exit_code"], "0");
     assert_eq!(check.attributes["output.bytes"], "7", "`active\\n`: {check:#?}");
     assert_eq!(check.status, StatusCode::Unset);

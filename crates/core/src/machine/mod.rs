@@ -448,12 +448,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// marked failed unless [`BootPhase::done`] was called.
 struct BootPhase {
     span: tracing::Span,
+    _tracked: log::Tracked,
     done: bool,
 }
 
 impl BootPhase {
     fn new(machine: &str, phase: &str) -> BootPhase {
-        BootPhase { span: log::boot_span(machine, phase), done: false }
+        let span = log::boot_span(machine, phase);
+        let tracked = log::track(&span);
+        BootPhase { span, _tracked: tracked, done: false }
     }
 
     fn done(mut self) {
