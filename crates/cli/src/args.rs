@@ -28,6 +28,15 @@ pub struct Args {
     #[arg(long, hide = true)]
     pub keep_vm_state: bool,
 
+    /// Open a Python prompt with the test script's globals instead of running the script
+    /// (`test_script()` runs it); leaving the prompt stops every machine.
+    #[arg(short = 'I', long, overrides_with = "no_interactive")]
+    pub interactive: bool,
+
+    /// Run the test script (the default; undoes an earlier --interactive).
+    #[arg(long, overrides_with = "interactive", hide = true)]
+    pub no_interactive: bool,
+
     /// The directory for outputs (screenshots, copied files, reports). Default: the current
     /// directory.
     #[arg(short = 'o', long = "output_directory", alias = "output-directory", value_name = "DIR")]
@@ -99,6 +108,8 @@ pub struct Resolved {
     pub junit_xml: Option<PathBuf>,
     pub output_directory: PathBuf,
     pub keep_machine_state: bool,
+    /// Open the interactive prompt instead of running the script.
+    pub interactive: bool,
     pub log_level: LogLevel,
     pub connect_timeout: Duration,
 }
@@ -192,6 +203,7 @@ impl Args {
             junit_xml,
             output_directory,
             keep_machine_state,
+            interactive: self.interactive && !self.no_interactive,
             log_level,
             connect_timeout,
         })

@@ -12,6 +12,7 @@ use ntd_core::log::terminal::TerminalLayer;
 use ntd_core::log::xml::XmlLog;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::args::{Args, Resolved};
@@ -111,6 +112,7 @@ fn run(resolved: Resolved) -> i32 {
         return exit::USAGE;
     }
     let global_timeout = resolved.spec.global_timeout;
+    let interactive = resolved.interactive;
     let options = DriverOptions {
         machines: resolved.spec.machines,
         vlans: resolved.spec.vlans,
@@ -126,7 +128,7 @@ fn run(resolved: Resolved) -> i32 {
                 return Outcome::Failed(exit::TEST_FAILED);
             }
         };
-        let outcome = run_script(py, &native, &tests);
+        let outcome = run_script(py, &native, &tests, interactive);
         if let Err(e) = native.call_method0(py, "cleanup") {
             log::error(None, &format!("cleanup failed: {e}"));
         }
@@ -143,13 +145,18 @@ fn run(resolved: Resolved) -> i32 {
     outcome.status()
 }
 
-/// Run the test script through `ntd.driver.Driver.run_tests()` and map its outcome.
-fn run_script(py: Python<'_>, native: &Py<ntd_python::driver::Driver>, tests: &str) -> Outcome {
+/// Run the test script through `ntd.driver.Driver.run_tests()` (or open the interactive
+/// prompt) and map its outcome.
+fn run_script(py: Python<'_>, native: &Py<ntd_python::driver::Driver>, tests: &str, interactive: bool) -> Outcome {
     let start = Instant::now();
     let result = (|| -> PyResult<()> {
         let logger = py.import("ntd._native")?.getattr("Logger")?.call0()?;
-        let driver = py.import("ntd.driver")?.getattr("Driver")?.call1((native.clone_ref(py), tests, logger))?;
-        driver.call_method0("run_tests")?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("native", native.clone_ref(py))?;
+        kwargs.set_item("tests", tests)?;
+        kwargs.set_item("logger", logger)?;
+        let driver = py.import("ntd.driver")?.getattr("Driver")?.call((), Some(&kwargs))?;
+        driver.call_method0(if interactive { "interactive" } else { "run_tests" })?;
         Ok(())
     })();
     if native.get().has_timed_out() {
@@ -162,6 +169,7 @@ fn run_script(py: Python<'_>, native: &Py<ntd_python::driver::Driver>, tests: &s
         return Outcome::TimedOut;
     }
     match result {
+        Ok(()) if interactive => Outcome::Passed,
         Ok(()) => {
             log::info(None, &format!("test script finished in {:.2}s", start.elapsed().as_secs_f64()));
             Outcome::Passed

@@ -5,13 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use ntd_core::config::MachineSpec;
 use ntd_core::driver::DriverOptions;
 use ntd_core::log;
 use ntd_core::machine::Machine;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::errors::to_pyerr;
+use crate::duration::PyDuration;
+use crate::errors::{machine_error, to_pyerr};
 use crate::machine::QemuMachine;
 use crate::runtime::{block_on, block_on_uninterrupted, main_thread};
 
@@ -158,6 +160,34 @@ pub fn interrupt_main_thread() {
 
 #[pymethods]
 impl Driver {
+    /// Start a driver for library use: VLAN switches up, machines created (not booted).
+    /// `machines` pairs an optional name with a start command, as `driverConfiguration.json`
+    /// and `--start-scripts` give them.
+    #[staticmethod]
+    #[pyo3(signature = (machines, vlans=Vec::new(), out_dir=None, keep_machine_state=false, global_timeout=None, connect_timeout=None))]
+    fn create(
+        py: Python<'_>,
+        machines: Vec<(Option<String>, String)>,
+        vlans: Vec<u32>,
+        out_dir: Option<std::path::PathBuf>,
+        keep_machine_state: bool,
+        global_timeout: Option<PyDuration>,
+        connect_timeout: Option<PyDuration>,
+    ) -> PyResult<Py<Driver>> {
+        let out_dir = match out_dir {
+            Some(dir) => dir,
+            None => std::env::current_dir().map_err(|e| machine_error(py, format!("no current directory: {e}")))?,
+        };
+        let options = DriverOptions {
+            machines: machines.into_iter().map(|(name, start_command)| MachineSpec { name, start_command }).collect(),
+            vlans,
+            out_dir,
+            keep_machine_state,
+            connect_timeout: connect_timeout.map_or(ntd_core::machine::DEFAULT_CONNECT_TIMEOUT, |t| t.0),
+        };
+        Driver::start(py, options, global_timeout.map_or(ntd_core::config::DEFAULT_GLOBAL_TIMEOUT, |t| t.0))
+    }
+
     /// The machines, sorted by name.
     #[getter]
     fn machines(&self, py: Python<'_>) -> Py<PyList> {

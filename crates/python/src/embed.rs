@@ -1,48 +1,73 @@
 //! Running the `ntd` Python package inside a Rust binary (the `nixos-test-driver` CLI).
 //!
-//! The package's Python sources are compiled into the binary and registered in `sys.modules`
-//! together with the native module, so the binary needs no files beside it and the test
-//! script sees exactly the code it was built with.
+//! The Python sources of `ntd` and `test_driver` are compiled into the binary and registered in
+//! `sys.modules` together with the native module, so the binary needs no files beside it and
+//! the test script sees exactly the code it was built with.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyModule};
-use std::ffi::CString;
 
-/// The pure-Python modules of the `ntd` package, in import order.
-const SOURCES: &[(&str, &str, &str)] = &[
-    ("ntd", "ntd/__init__.py", include_str!("../python/ntd/__init__.py")),
-    ("ntd.errors", "ntd/errors.py", include_str!("../python/ntd/errors.py")),
-    ("ntd.duration", "ntd/duration.py", include_str!("../python/ntd/duration.py")),
-    ("ntd.debug", "ntd/debug.py", include_str!("../python/ntd/debug.py")),
-    ("ntd.polling_condition", "ntd/polling_condition.py", include_str!("../python/ntd/polling_condition.py")),
-    ("ntd.driver", "ntd/driver.py", include_str!("../python/ntd/driver.py")),
+/// One compiled-in Python module.
+struct Source {
+    name: &'static str,
+    file: &'static str,
+    code: &'static str,
+}
+
+macro_rules! source {
+    ($name:literal, $file:literal) => {
+        Source { name: $name, file: $file, code: include_str!(concat!("../../../python-shim/", $file)) }
+    };
+}
+
+/// The pure-Python modules, in import order: a module's imports come before it. Packages are
+/// the `__init__.py` entries.
+const SOURCES: &[Source] = &[
+    source!("ntd", "ntd/__init__.py"),
+    source!("ntd.errors", "ntd/errors.py"),
+    source!("ntd.duration", "ntd/duration.py"),
+    source!("ntd.debug", "ntd/debug.py"),
+    source!("ntd.polling_condition", "ntd/polling_condition.py"),
+    source!("ntd.driver", "ntd/driver.py"),
+    source!("test_driver", "test_driver/__init__.py"),
+    source!("test_driver.errors", "test_driver/errors.py"),
+    source!("test_driver.debug", "test_driver/debug.py"),
+    source!("test_driver.polling_condition", "test_driver/polling_condition.py"),
+    source!("test_driver.vlan", "test_driver/vlan.py"),
+    source!("test_driver.logger", "test_driver/logger.py"),
+    source!("test_driver.machine", "test_driver/machine/__init__.py"),
+    source!("test_driver.driver", "test_driver/driver.py"),
 ];
 
-/// Start the embedded interpreter and make `ntd` importable. Call once, from the thread that
-/// will run the test script (it becomes Python's main thread and receives SIGINT).
+/// Start the embedded interpreter and make `ntd` and `test_driver` importable. Call once, from
+/// the thread that will run the test script (it becomes Python's main thread and receives
+/// SIGINT).
 pub fn initialize() -> PyResult<()> {
     crate::runtime::set_main_thread();
     Python::initialize();
     Python::attach(|py| {
         let sys_modules = py.import("sys")?.getattr("modules")?;
-        let mut package: Option<Bound<'_, PyModule>> = None;
-        for (name, file, source) in SOURCES {
-            let module = PyModule::from_code(py, &cstring(source)?, &cstring(file)?, &cstring(name)?)?;
-            match &package {
-                None => {
-                    // A package needs __path__ for submodule imports.
-                    module.setattr("__path__", PyList::empty(py))?;
-                    let native = PyModule::new(py, "ntd._native")?;
-                    crate::register(&native)?;
-                    sys_modules.set_item("ntd._native", &native)?;
-                    module.setattr("_native", native)?;
-                    package = Some(module);
-                }
-                Some(package) => {
-                    let short = name.rsplit('.').next().unwrap_or(name);
-                    package.setattr(short, &module)?;
-                }
+        for source in SOURCES {
+            let module = PyModule::new(py, source.name)?;
+            module.setattr("__file__", source.file)?;
+            if source.file.ends_with("__init__.py") {
+                // A package needs __path__ for its submodules to be imported.
+                module.setattr("__path__", PyList::empty(py))?;
             }
+            if source.name == "ntd" {
+                let native = PyModule::new(py, "ntd._native")?;
+                crate::register(&native)?;
+                sys_modules.set_item("ntd._native", &native)?;
+                module.setattr("_native", native)?;
+            }
+            // In sys.modules before its code runs, as an import would have it (the code may
+            // import its own submodules lazily).
+            sys_modules.set_item(source.name, &module)?;
+            if let Some((parent, short)) = source.name.rsplit_once('.') {
+                sys_modules.get_item(parent)?.setattr(short, &module)?;
+            }
+            let code = py.import("builtins")?.getattr("compile")?.call1((source.code, source.file, "exec"))?;
+            py.import("builtins")?.getattr("exec")?.call1((code, module.dict()))?;
         }
         // Python only installs its SIGINT handler when it owns the process; the test script
         // expects Ctrl-C to raise KeyboardInterrupt.
@@ -50,8 +75,4 @@ pub fn initialize() -> PyResult<()> {
         signal.call_method1("signal", (signal.getattr("SIGINT")?, signal.getattr("default_int_handler")?))?;
         Ok(())
     })
-}
-
-fn cstring(text: &str) -> PyResult<CString> {
-    CString::new(text).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
 }

@@ -2,8 +2,10 @@
 //!
 //! The native module `ntd._native` holds thin wrappers named as upstream's classes
 //! (`QemuMachine`, `BaseMachine`, `VLan`, the logger) and the native half of the driver; the
-//! `ntd` Python package beside it (`python/ntd/`) runs test scripts with upstream's globals.
-//! [`embed`] puts both into the interpreter of a Rust binary.
+//! `ntd` Python package beside it (`python-shim/ntd/`) runs test scripts with upstream's
+//! globals. Two ways in: [`embed`] puts both into the interpreter of a Rust binary (the
+//! `nixos-test-driver` CLI); the `_native` extension module below is what `import ntd` loads
+//! from the wheel (`maturin build`, see `python-shim/pyproject.toml`).
 
 pub mod driver;
 pub mod duration;
@@ -14,8 +16,9 @@ pub mod machine;
 pub mod runtime;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-/// Add the native classes to `module` (the `ntd._native` module).
+/// Add the native classes and functions to `module` (the `ntd._native` module).
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<machine::BaseMachine>()?;
     module.add_class::<machine::QemuMachine>()?;
@@ -23,5 +26,49 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<driver::VLan>()?;
     module.add_class::<logger::Logger>()?;
     module.add_class::<logger::LogBlock>()?;
+    module.add_function(wrap_pyfunction!(load_driver_configuration, module)?)?;
     Ok(())
+}
+
+/// Read and check a `driverConfiguration.json` as `nixos-test-driver --config` does; the
+/// result is a dict of its fields, durations in seconds and paths as strings.
+#[pyfunction]
+fn load_driver_configuration<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let config = ntd_core::config::DriverConfiguration::load(&path).map_err(|e| errors::to_pyerr(py, e.into()))?;
+    let vms = PyDict::new(py);
+    for (key, vm) in &config.vms {
+        let entry = PyDict::new(py);
+        entry.set_item("name", &vm.name)?;
+        entry.set_item("start_script", &vm.start_script)?;
+        vms.set_item(key, entry)?;
+    }
+    let dict = PyDict::new(py);
+    dict.set_item("vms", vms)?;
+    dict.set_item("containers", PyDict::new(py))?;
+    dict.set_item("vlans", &config.vlans)?;
+    dict.set_item("global_timeout", config.global_timeout.as_secs_f64())?;
+    dict.set_item("enable_ssh_backdoor", config.enable_ssh_backdoor)?;
+    dict.set_item("test_script", &config.test_script)?;
+    Ok(dict)
+}
+
+/// The extension module: `import ntd` in a Python program that uses ntd as a library.
+///
+/// A program that imports it owns the process, so this sets up what the CLI otherwise does:
+/// log lines to stderr in upstream's format (unless the program installed a `tracing`
+/// subscriber of its own through another extension), and Python's main thread as the one whose
+/// blocked waits Ctrl-C interrupts.
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    let threading = py.import("threading")?;
+    if threading.call_method0("current_thread")?.is(&threading.call_method0("main_thread")?) {
+        runtime::set_main_thread();
+    }
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::registry().with(ntd_core::log::terminal::TerminalLayer::stderr());
+    // Fails only if a subscriber is already installed; that one then gets the lines.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    register(module)
 }

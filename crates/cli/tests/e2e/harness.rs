@@ -290,3 +290,13 @@ pub fn live_processes_mentioning(needle: &str) -> Vec<i32> {
 pub const DEBIAN_LIMIT: Duration = Duration::from_secs(240);
 /// The limit for a test with one smoke-tier boot.
 pub const SMOKE_LIMIT: Duration = Duration::from_secs(120);
+
+/// The virtualenv holding the ntd wheel with pytest, mypy and pyflakes: `NTD_PY_ENV`, as
+/// scripts/python-env prints it (scripts/test sets it). It is not built here: building
+/// recreates the venv, which would pull it from under tests running at the same time.
+pub fn py_env() -> PathBuf {
+    match std::env::var_os("NTD_PY_ENV") {
+        Some(env) => PathBuf::from(env),
+        None => panic!("the Python tests need the ntd wheel's venv: export NTD_PY_ENV=$(scripts/python-env)"),
+    }
+}

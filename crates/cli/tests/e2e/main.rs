@@ -2,7 +2,8 @@
 //! QEMU machines booted from the built-in test guest (TCG here, KVM where it is real).
 //!
 //! They need the guest (tests/guest/build, root) and the host packages of
-//! scripts/install-host-deps; scripts/test provides both.
+//! scripts/install-host-deps; scripts/test provides both. The Python tests also need the ntd
+//! wheel's venv in `NTD_PY_ENV` (scripts/python-env).
 
 mod commands;
 mod debian;
@@ -12,6 +13,9 @@ mod globals;
 mod harness;
 mod interfaces;
 mod network;
+mod python;
+mod repl;
 mod screen;
 mod start_script;
 mod telemetry;
+mod typing;

@@ -1,10 +1,22 @@
-"""The test-script side of the driver (upstream's `test_driver/driver.py`).
+"""The test-script side of the driver (upstream's `test_driver/driver.py`), and ntd's Python
+library entry point.
 
 The machines, VLANs and the logger are native (`ntd._native`); this module gives a test script
 the globals upstream gives it, runs the script, and reports a failure the way upstream does:
 for a `RequestedAssertionFailed`, only the script's own frames, each with its source line.
+
+A Python program drives machines with it directly::
+
+    with Driver(["./result/bin/run-machine-vm"]) as driver:
+        driver.start_all()
+        (machine,) = driver.machines
+        machine.wait_for_unit("multi-user.target")
+
+Leaving the `with` block (also by an exception) stops every machine and switch; so does the
+interpreter's exit for a driver that was never closed.
 """
 
+import atexit
 import datetime
 import os
 import re
@@ -12,14 +24,16 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from unittest import TestCase
 
 from ntd import _native
 from ntd.debug import DebugAbstract, DebugNop
-from ntd.duration import as_timedelta
+from ntd.duration import Duration, as_timedelta
 from ntd.errors import MachineError, RequestedAssertionFailed
 from ntd.polling_condition import PollingCondition
 
@@ -51,7 +65,7 @@ _DEFAULT_TIMEOUT = datetime.timedelta(minutes=15)
 def retry(
     fn: Callable[[bool], bool],
     timeout_seconds: "datetime.timedelta | int | float | None" = None,
-    timeout: "datetime.timedelta | None" = None,
+    timeout: "datetime.timedelta | int | float | None" = None,
 ) -> None:
     """Call `fn(last_try)` once a second until it returns True, for `timeout` (default 15
     minutes); then once more with `last_try=True`; raise `RequestedAssertionFailed` if that
@@ -84,36 +98,127 @@ def pythonize_name(name: str) -> str:
     return re.sub(r"^[^A-Za-z_]|[^A-Za-z0-9_]", "_", name)
 
 
+# Upstream's default when nothing sets it: a week.
+DEFAULT_GLOBAL_TIMEOUT = datetime.timedelta(days=7)
+
+StartScripts = Sequence["str | os.PathLike[str]"] | Mapping[str, "str | os.PathLike[str]"]
+
+# Drivers this process opened and has not closed yet: closed at interpreter exit.
+_open_drivers: "weakref.WeakSet[Driver]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_drivers() -> None:
+    for driver in list(_open_drivers):
+        driver.close()
+
+
 class Driver:
-    """A test run: the native driver (machines, VLANs), the script and the logger."""
+    """A test run: machines from start scripts, VLAN switches, a logger and a test script.
+
+    `start_scripts` are `run-<name>-vm` commands (the machine's name comes from the script's
+    name) or a mapping of names to commands. Nothing starts until the driver is opened
+    (`with Driver(...) as driver`, or `open()`); machines boot on `start_all()` or their own
+    `start()`.
+    """
 
     def __init__(
         self,
-        native: "_native.Driver",
-        tests: str,
-        logger: "_native.Logger",
+        start_scripts: StartScripts = (),
+        vlans: Iterable[int] = (),
+        tests: "str | None" = None,
+        out_dir: "str | os.PathLike[str] | None" = None,
+        logger: "_native.Logger | None" = None,
+        keep_machine_state: bool = False,
+        global_timeout: Duration = DEFAULT_GLOBAL_TIMEOUT,
         debug: "DebugAbstract | None" = None,
+        *,
+        test_script_path: "str | os.PathLike[str] | None" = None,
+        connect_timeout: "Duration | None" = None,
+        native: "_native.Driver | None" = None,
     ) -> None:
-        self.native = native
-        self.tests = tests
-        self.logger = logger
+        self._machine_specs: list[tuple[str | None, str]]
+        if isinstance(start_scripts, Mapping):
+            self._machine_specs = [(name, os.fspath(script)) for name, script in start_scripts.items()]
+        else:
+            self._machine_specs = [(None, os.fspath(script)) for script in start_scripts]
+        self._vlan_ids = list(vlans)
+        self._tests = tests
+        self._test_script_path = Path(test_script_path) if test_script_path is not None else None
+        self.out_dir = Path(out_dir) if out_dir is not None else Path.cwd()
+        self.logger = logger if logger is not None else _native.Logger()
+        self.keep_machine_state = keep_machine_state
+        self._global_timeout = as_timedelta(global_timeout)
+        self._connect_timeout = as_timedelta(connect_timeout) if connect_timeout is not None else None
         self.debug = debug if debug is not None else DebugNop()
         self.polling_conditions: list[PollingCondition] = []
+        self._interactive = False
+        # A native driver handed in (by nixos-test-driver) belongs to whoever made it.
+        self._owned = native is None
+        self.native: "_native.Driver | None" = None
+        if native is not None:
+            self._attach(native)
+
+    def _attach(self, native: "_native.Driver") -> None:
+        self.native = native
         # As upstream: every command of a driver machine first checks the polling conditions.
-        for machine in self.machines:
+        for machine in native.machines:
             machine.callbacks.append(self.check_polling_conditions)
+
+    def open(self) -> "Driver":
+        """Start the VLAN switches and create the machines (none is booted yet). Opening an
+        open driver does nothing."""
+        if self.native is None:
+            self._attach(
+                _native.Driver.create(
+                    self._machine_specs,
+                    self._vlan_ids,
+                    out_dir=self.out_dir,
+                    keep_machine_state=self.keep_machine_state,
+                    global_timeout=self._global_timeout,
+                    connect_timeout=self._connect_timeout,
+                )
+            )
+            _open_drivers.add(self)
+        return self
+
+    def close(self) -> None:
+        """Stop every machine (created ones too) and every switch. Closing twice, or a driver
+        that was never opened, does nothing."""
+        native = self.native
+        if native is None or not self._owned:
+            return
+        _open_drivers.discard(self)
+        native.cancel_timer()
+        native.cleanup()
+        self._owned = False
+
+    def __enter__(self) -> "Driver":
+        return self.open()
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    @property
+    def tests(self) -> str:
+        """The test script's text (read from its file when the driver was given a path)."""
+        if self._tests is None:
+            if self._test_script_path is None:
+                return ""
+            self._tests = self._test_script_path.read_text()
+        return self._tests
 
     @property
     def machines(self) -> list[QemuMachine]:
-        return self.native.machines
+        return self.native.machines if self.native is not None else []
 
     @property
     def vlans(self) -> list[VLan]:
-        return self.native.vlans
+        return self.native.vlans if self.native is not None else []
 
     @property
     def machines_qemu(self) -> list[QemuMachine]:
-        return self.native.machines
+        return self.machines
 
     @property
     def machines_nspawn(self) -> list[NspawnMachine]:
@@ -121,7 +226,15 @@ class Driver:
 
     @property
     def global_timeout(self) -> float:
-        return self.native.global_timeout
+        """The global timeout in seconds (it runs only during `run_tests()`)."""
+        if self.native is not None:
+            return self.native.global_timeout
+        return self._global_timeout.total_seconds()
+
+    def _opened(self) -> "_native.Driver":
+        if self.native is None:
+            raise MachineError("the driver is not open: use `with Driver(...) as driver:` or driver.open()")
+        return self.native
 
     @contextmanager
     def subtest(self, name: str) -> Iterator[None]:
@@ -221,7 +334,7 @@ class Driver:
         """Run the test script (for non-interactive runs), then `sync` every machine that is up."""
         shown = int(self.global_timeout) if self.global_timeout == int(self.global_timeout) else self.global_timeout
         self.logger.info(f"Test will time out and terminate in {shown} seconds")
-        self.native.start_timer()
+        self._opened().start_timer()
         self.test_script()
         for machine in self.machines:
             if machine.is_up():
@@ -229,16 +342,17 @@ class Driver:
 
     def start_all(self) -> None:
         """Start all machines, at once."""
-        self.native.start_all()
+        self._opened().start_all()
 
     def join_all(self) -> None:
         """Wait for all machines to shut down."""
-        self.native.join_all()
-        self.native.cancel_timer()
+        native = self._opened()
+        native.join_all()
+        native.cancel_timer()
 
     def create_machine(
         self,
-        start_command: "str | dict",
+        start_command: "str | dict[str, Any]",
         *,
         name: "str | None" = None,
         keep_machine_state: bool = False,
@@ -248,10 +362,12 @@ class Driver:
         if isinstance(start_command, dict):
             # Era-A scripts passed {"startCommand": ..., "name": ...}.
             name = start_command.get("name", name)
-            start_command = start_command["startCommand"]
+            command = str(start_command["startCommand"])
+        else:
+            command = start_command
         if keep_vm_state is not None:
             keep_machine_state = keep_vm_state
-        return self.native.create_machine(start_command, name=name, keep_machine_state=keep_machine_state)
+        return self._opened().create_machine(command, name=name, keep_machine_state=keep_machine_state)
 
     def serial_stdout_on(self) -> None:
         self.logger.print_serial_logs(True)
@@ -267,12 +383,34 @@ class Driver:
             condition.maybe_raise()
 
     def _set_host_side_waits(self, enable: bool) -> None:
+        # An interactive session keeps them on: a wait interrupted by Ctrl-C must not leave a
+        # loop running in the guest that the next command would have to wait for.
         for machine in self.machines:
-            machine._set_host_side_waits(enable)
+            machine._set_host_side_waits(enable or self._interactive)
+
+    def interactive(self, history: "str | os.PathLike[str]" = ".nixos-test-history") -> None:
+        """Upstream's `--interactive`: a Python prompt with the test script's globals, until
+        end of input. ptpython when it is installed, else Python's own console with readline;
+        the history is kept in `history`. Ctrl-C interrupts the command running, not the
+        session; the global timeout does not run."""
+        self._interactive = True
+        self._set_host_side_waits(True)
+        symbols = self.test_symbols()
+        history_path = os.path.abspath(history)
+        try:
+            from ptpython.repl import embed  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            embed = None
+        # Outside the `except`: an interrupted command must not show the ImportError as its
+        # context.
+        if embed is None:
+            _console(symbols, history_path)
+        else:
+            embed(globals=symbols, history_filename=history_path)
 
     def polling_condition(
         self,
-        fun_: "Callable | None" = None,
+        fun_: "Callable[[], Any] | None" = None,
         *,
         seconds_interval: "float | None" = None,
         interval: "datetime.timedelta | None" = None,
@@ -290,7 +428,7 @@ class Driver:
             interval = as_timedelta(seconds_interval)
 
         class Poll:
-            def __init__(self, fun: Callable) -> None:
+            def __init__(self, fun: Callable[[], Any]) -> None:
                 self.condition = PollingCondition(fun, driver.logger, description=description, interval=interval)
 
             def __enter__(self) -> None:
@@ -324,3 +462,40 @@ class Driver:
         if fun_ is None:
             return Poll
         return Poll(fun_)
+
+
+def _console(symbols: dict[str, Any], history_path: str) -> None:
+    """Python's interactive console on `symbols`, with readline editing, completion of the
+    globals, and the history kept in `history_path`."""
+    import code
+
+    try:
+        import readline
+        import rlcompleter
+    except ImportError:
+        readline = None  # type: ignore[assignment]
+    if readline is not None:
+        readline.set_completer(rlcompleter.Completer(symbols).complete)
+        readline.parse_and_bind("tab: complete")
+        readline.set_history_length(10_000)
+        try:
+            readline.read_history_file(history_path)
+        except OSError:
+            pass
+    try:
+        code.interact(banner="", local=symbols, exitmsg="")
+    finally:
+        if readline is not None:
+            try:
+                readline.write_history_file(history_path)
+            except OSError as e:
+                print(f"cannot write the history {history_path}: {e}", file=sys.stderr)
+
+
+def generate_driver_symbols() -> None:
+    """Write the test-script globals, comma-separated, to `./driver-symbols`: what
+    `generate-driver-symbols` does for the Nix build, whose pyflakes check of the test script
+    takes them as builtins."""
+    symbols = Driver(logger=_native.Logger()).test_symbols()
+    with open("driver-symbols", "w") as out:
+        out.write(",".join(symbols.keys()))

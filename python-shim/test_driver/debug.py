@@ -1,0 +1,5 @@
+"""Upstream's `test_driver.debug`."""
+
+from ntd.debug import DebugAbstract, DebugNop
+
+__all__ = ["DebugAbstract", "DebugNop"]

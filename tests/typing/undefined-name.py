@@ -1,0 +1,3 @@
+# A test script that lints badly: `clinet` is no global (pyflakes: undefined name).
+start_all()
+clinet.succeed("true")
