@@ -60,3 +60,27 @@ fn multi_machine_example_passes() {
     run.assert_stderr_contains("(finished: subtest: a partition, in ");
     run.assert_stderr_contains("client: (finished: waiting for success: ping -c 1 -W 2 server, in ");
 }
+
+/// `cargo run -p ntd-core --example boot-and-run`: cargo builds the examples of the workspace
+/// with its tests, next to the test binaries' `deps/` directory.
+fn library_example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>/deps/..");
+    let example = profile_dir.join("examples").join(name);
+    assert!(example.exists(), "{} is not built: cargo build --release --examples", example.display());
+    example
+}
+
+#[test]
+fn the_rust_library_example_boots_a_machine_and_runs_commands() {
+    let scenario = Scenario::new();
+    let script = scenario.start_script("machine", crate::harness::Tier::Debian, &[]);
+    let mut command = Command::new(library_example("boot-and-run"));
+    command.arg(&script).env("TMPDIR", scenario.tmp_dir()).env("NO_COLOR", "1");
+    let run = scenario.run_command(command, DEBIAN_LIMIT);
+    run.assert_status(0);
+    assert!(run.stdout.starts_with("machine runs Linux 6."), "{}", run.stdout);
+    assert!(run.stdout.contains("\nsystemctl is-system-running: "), "{}", run.stdout);
+    run.assert_stderr_contains("machine: (finished: waiting for unit multi-user.target, in ");
+    run.assert_stderr_contains("(finished: cleanup, in ");
+}
