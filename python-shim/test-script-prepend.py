@@ -4,15 +4,16 @@
 # `<node>: QemuMachine` line per machine and one `vlan<n>: VLan` line per VLAN, then the test
 # script, and runs `mypy --no-implicit-optional` on the result. Nothing here runs: the globals
 # are declared with the types of the objects the driver really gives the script, so a call with
-# a wrong argument is a type error, as it would be a failure at run time.
+# a wrong argument is a type error, as it would be a failure at run time. Imports this file
+# does not use are there for the script: `os` and the classes are globals of every script.
 
-import os  # noqa: F401  (a global of every test script)
+import os
 from unittest import TestCase
 
 from test_driver.debug import DebugAbstract
 from test_driver.driver import Driver
-from test_driver.logger import AbstractLogger, CompositeLogger  # noqa: F401
-from test_driver.machine import BaseMachine, Machine, NspawnMachine, QemuMachine, retry  # noqa: F401
+from test_driver.logger import AbstractLogger, CompositeLogger
+from test_driver.machine import BaseMachine, Machine, NspawnMachine, QemuMachine, retry
 from test_driver.vlan import VLan
 
 driver: Driver

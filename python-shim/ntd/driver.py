@@ -23,7 +23,6 @@ import re
 import sys
 import time
 import traceback
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ from unittest import TestCase
 
 from ntd import _native
 from ntd.debug import DebugAbstract, DebugNop
-from ntd.duration import Duration, as_timedelta
+from ntd.duration import Duration, as_timedelta, polling_interval
 from ntd.errors import MachineError, RequestedAssertionFailed
 from ntd.polling_condition import PollingCondition
 
@@ -400,13 +399,15 @@ class Driver:
         try:
             from ptpython.repl import embed  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
-            embed = None
+            have_ptpython = False
+        else:
+            have_ptpython = True
         # Outside the `except`: an interrupted command must not show the ImportError as its
         # context.
-        if embed is None:
-            _console(symbols, history_path)
-        else:
+        if have_ptpython:
             embed(globals=symbols, history_filename=history_path)
+        else:
+            _console(symbols, history_path)
 
     def polling_condition(
         self,
@@ -419,13 +420,7 @@ class Driver:
         """Make a function a polling condition: a decorator (`@polling_condition`, or with
         arguments) giving a context manager that checks it before every command."""
         driver = self
-        if seconds_interval is not None:
-            if interval is not None:
-                raise TypeError(
-                    "polling_condition() got both 'interval' and 'seconds_interval' arguments. Pass only 'interval'"
-                )
-            warnings.warn("polling_condition(): The 'seconds_interval' argument is deprecated. Use 'interval' instead.")
-            interval = as_timedelta(seconds_interval)
+        interval = polling_interval("polling_condition", seconds_interval, interval)
 
         class Poll:
             def __init__(self, fun: Callable[[], Any]) -> None:

@@ -2,6 +2,7 @@
 `datetime.timedelta`, or a number of seconds."""
 
 import datetime
+import warnings
 
 Duration = datetime.timedelta | int | float
 
@@ -18,3 +19,17 @@ def as_timedelta(duration: Duration) -> datetime.timedelta:
 
 def as_seconds(duration: Duration) -> float:
     return as_timedelta(duration).total_seconds()
+
+
+def polling_interval(
+    caller: str, seconds_interval: "float | None", interval: "datetime.timedelta | None"
+) -> "datetime.timedelta | None":
+    """The `interval` of a polling condition, given as `interval` or as the deprecated
+    `seconds_interval` (with upstream's warning); both at once is a `TypeError`. `caller`
+    names the function in the messages, as upstream's do."""
+    if seconds_interval is None:
+        return interval
+    if interval is not None:
+        raise TypeError(f"{caller}() got both 'interval' and 'seconds_interval' arguments. Pass only 'interval'")
+    warnings.warn(f"{caller}(): The 'seconds_interval' argument is deprecated. Use 'interval' instead.")
+    return as_timedelta(seconds_interval)

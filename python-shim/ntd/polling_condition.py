@@ -9,11 +9,10 @@ host (as upstream's do), so the condition keeps being checked during the wait.
 import datetime
 import math
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-from ntd.duration import as_timedelta
+from ntd.duration import polling_interval
 
 
 class PollingConditionError(Exception):
@@ -38,13 +37,7 @@ class PollingCondition:
         *,
         interval: "datetime.timedelta | None" = None,
     ) -> None:
-        if seconds_interval is not None:
-            if interval is not None:
-                raise TypeError(
-                    "PollingCondition() got both 'interval' and 'seconds_interval' arguments. Pass only 'interval'"
-                )
-            warnings.warn("PollingCondition(): The 'seconds_interval' argument is deprecated. Use 'interval' instead.")
-            interval = as_timedelta(seconds_interval)
+        interval = polling_interval("PollingCondition", seconds_interval, interval)
         self.condition = condition
         self.interval = interval if interval is not None else datetime.timedelta(seconds=2)
         self.logger = logger
