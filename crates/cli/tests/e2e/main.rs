@@ -7,6 +7,7 @@
 
 mod commands;
 mod debian;
+mod debug_hook;
 mod examples;
 mod failures;
 mod globals;
@@ -18,4 +19,5 @@ mod repl;
 mod screen;
 mod start_script;
 mod telemetry;
+mod templates;
 mod typing;

@@ -1,0 +1,121 @@
+# ntd as a Nix package, in place of nixpkgs' Python `nixos-test-driver`.
+#
+# It takes the arguments nixpkgs' test framework overrides the driver package with
+# (`.override { enableOCR; extraPythonPackages; qemu_pkg; enableNspawn; }`, see
+# nixos/lib/testing/driver.nix) and provides what the framework runs:
+#   bin/nixos-test-driver       the driver (Rust, with an embedded Python for the test script)
+#   bin/generate-driver-symbols the globals a test script gets, for the pyflakes lint
+#   lib/python3.*/site-packages the `ntd` and `test_driver` packages with the native module,
+#                               typed, so the framework's mypy check of test scripts works
+{
+  lib,
+  python3Packages,
+  rustPlatform,
+  makeWrapper,
+  coreutils,
+  socat,
+  util-linux,
+  vde2,
+  tesseract,
+  qemu_test,
+  qemu_pkg ? qemu_test,
+  enableOCR ? false,
+  enableNspawn ? false,
+  extraPythonPackages ? (_: [ ]),
+}:
+
+let
+  inherit (python3Packages) python;
+  version = (lib.importTOML ../Cargo.toml).workspace.package.version;
+
+  # What the start scripts and the driver run: QEMU (start scripts name their own binary, but
+  # upstream puts it on PATH too), the VLAN switches, socat for shell_interact, tesseract for
+  # OCR (English only, as upstream's).
+  runtimeTools =
+    [
+      qemu_pkg
+      vde2
+      socat
+      coreutils
+      util-linux
+    ]
+    ++ lib.optionals enableOCR [ (tesseract.override { enableLanguages = [ "eng" ]; }) ];
+
+  # Importable from test scripts and by the type check; ptpython makes the REPL nicer.
+  pythonDependencies = [ python3Packages.ptpython ] ++ extraPythonPackages python3Packages;
+in
+lib.warnIf enableNspawn
+  "ntd runs QEMU machines only: a test with `containers` fails with an error saying so"
+  (
+    python3Packages.buildPythonApplication {
+      pname = "ntd";
+      inherit version;
+      pyproject = true;
+
+      src = lib.fileset.toSource {
+        root = ../.;
+        fileset = lib.fileset.unions [
+          ../Cargo.toml
+          ../Cargo.lock
+          ../crates
+          ../python-shim
+        ];
+      };
+
+      cargoDeps = rustPlatform.importCargoLock { lockFile = ../Cargo.lock; };
+      # maturin builds the wheel (ntd._native + the Python packages) from python-shim/.
+      buildAndTestSubdir = "python-shim";
+
+      nativeBuildInputs = [
+        rustPlatform.cargoSetupHook
+        rustPlatform.maturinBuildHook
+        makeWrapper
+      ];
+      dependencies = pythonDependencies;
+
+      # The binaries embed this Python (PYO3_PYTHON), so they are built here too, from the
+      # same vendored crates.
+      postBuild = ''
+        PYO3_PYTHON=${python.interpreter} cargo build --release --offline --locked \
+          --target-dir target/ntd-cli -p ntd-cli --bins
+      '';
+
+      # The binaries are not Python scripts: they get their own wrapper below.
+      dontWrapPythonPrograms = true;
+      postInstall = ''
+        install -Dm755 target/ntd-cli/release/nixos-test-driver $out/bin/nixos-test-driver
+        # Replaces the wheel's Python entry point of the same name.
+        install -Dm755 target/ntd-cli/release/generate-driver-symbols $out/bin/generate-driver-symbols
+        for program in nixos-test-driver generate-driver-symbols; do
+          wrapProgram $out/bin/$program \
+            --prefix PATH : ${lib.makeBinPath runtimeTools} \
+            --prefix PYTHONPATH : ${python3Packages.makePythonPath pythonDependencies}
+        done
+      '';
+
+      # The tests boot VMs (they need /dev/kvm or minutes of TCG, and root for the test
+      # guest); the flake's `checks` run the unit tests and a NixOS test instead.
+      doCheck = false;
+      pythonImportsCheck = [
+        "ntd"
+        "test_driver.driver"
+        "test_driver.machine"
+      ];
+
+      passthru = {
+        inherit
+          enableOCR
+          enableNspawn
+          qemu_pkg
+          runtimeTools
+          ;
+      };
+
+      meta = {
+        description = "A native (Rust) NixOS test driver, compatible with nixos-test-driver";
+        license = lib.licenses.mit;
+        platforms = lib.platforms.linux;
+        mainProgram = "nixos-test-driver";
+      };
+    }
+  )

@@ -1,0 +1,175 @@
+# Evaluates ntd's Nix files against the stand-ins of stubs.nix and checks what they build:
+# the package's override arguments, the overlay, the flake's outputs, the per-test driver.
+#   nix-instantiate --eval --strict tests/nix/eval.nix
+# prints "ok: N checks", or fails naming every check that did not hold.
+let
+  stubs = import ./stubs.nix;
+  inherit (stubs) lib pkgs;
+  repo = ../..;
+  hasInfix = infix: s: builtins.match ".*${escapeRegex infix}.*" s != null;
+  escapeRegex = builtins.replaceStrings
+    [ "\\" "[" "]" "(" ")" "{" "}" "." "*" "+" "?" "^" "$" "|" ]
+    [ "\\\\" "\\[" "\\]" "\\(" "\\)" "\\{" "\\}" "\\." "\\*" "\\+" "\\?" "\\^" "\\$" "\\|" ];
+
+  # --- the package --------------------------------------------------------------------------
+  ntd = pkgs.callPackage (repo + "/driver-nix/package.nix") { };
+  withOCR = ntd.override { enableOCR = true; };
+  withPackages = ntd.override { extraPythonPackages = p: [ p.requests ]; };
+  withQemu = ntd.override { qemu_pkg = pkgs.qemu; };
+  withNspawn = ntd.override { enableNspawn = true; };
+  # What nixpkgs' driver.nix does with the package of `hostPkgs.nixos-test-driver`.
+  asTheFrameworkDoes = ntd.override {
+    enableOCR = true;
+    extraPythonPackages = p: [ ];
+    qemu_pkg = pkgs.qemu;
+    enableNspawn = false;
+  };
+  cargoVersion = (builtins.fromTOML (builtins.readFile (repo + "/Cargo.toml"))).workspace.package.version;
+
+  # --- the overlay --------------------------------------------------------------------------
+  overlaid = import ./stub-nixpkgs {
+    system = "x86_64-linux";
+    overlays = [ (import (repo + "/driver-nix/overlay.nix")) ];
+  };
+
+  # --- the flake ----------------------------------------------------------------------------
+  flake = (import (repo + "/flake.nix")).outputs {
+    self = flake;
+    nixpkgs = {
+      outPath = ./stub-nixpkgs;
+      inherit lib;
+    };
+  };
+  minimalTest = flake.checks.x86_64-linux.minimal.testModule;
+  minimalNode = import (builtins.head minimalTest.nodes.machine.imports) {
+    config.networking.hostName = "machine";
+    inherit pkgs;
+  };
+
+  # --- the per-test driver ------------------------------------------------------------------
+  ntdLib = import (repo + "/driver-nix/lib.nix");
+  testConfig = {
+    name = "two-nodes";
+    nodes = {
+      server = { };
+      my-client = { };
+    };
+    containers = { };
+    driverConfiguration.vlans = [ 1 ];
+    driverConfigurationFile = "/stub/driverConfiguration.json";
+    logLevel = "info";
+    extraDriverArgs = [ "--junit-xml" "it's.xml" ];
+    skipTypeCheck = false;
+    skipLint = false;
+    enableOCR = true;
+    extraPythonPackages = p: [ ];
+    qemu.package = pkgs.qemu;
+    passthru = { };
+    testScriptString = "start_all()";
+    hostPkgs = pkgs;
+  };
+  driver = ntdLib.mkDriver { inherit pkgs ntd; config = testConfig; };
+  singleDriver = ntdLib.mkDriver {
+    inherit pkgs ntd;
+    config = testConfig // {
+      nodes.vm = { };
+      driverConfiguration.vlans = [ ];
+      skipTypeCheck = true;
+      skipLint = true;
+    };
+  };
+  moduleResult = ntdLib.testModule {
+    config = testConfig // {
+      interactive = testConfig // { extraDriverArgs = [ "--interactive" ]; };
+    };
+    lib = lib // { mkForce = value: { forced = value; }; };
+  };
+
+  # --- the templates of `nixos-test-driver new` (test.py is written beside them) -----------
+  template = name: (import (repo + "/crates/cli/templates/${name}.nix") { pkgs = overlaid; }).testModule;
+  hello = import (repo + "/crates/cli/templates/hello.nix") {
+    config.networking.hostName = "server";
+    inherit pkgs;
+  };
+
+  checks = {
+    "templates: runNixOSTest tests named by `new`" = builtins.all (t: (template t).name == "@name@") [
+      "minimal"
+      "multi-machine"
+      "graphical"
+      "otel"
+    ];
+    "templates: the hello service where the script talks to it" =
+      (template "minimal").nodes.machine.imports == [ (repo + "/crates/cli/templates/hello.nix") ]
+      && (template "multi-machine").nodes.server.imports == [ (repo + "/crates/cli/templates/hello.nix") ]
+      && hasInfix "hello from server" hello.systemd.services.hello.script
+      && hello.networking.firewall.allowedTCPPorts == [ 8080 ];
+    "templates: two machines on VLAN 1; OCR for the graphical one" =
+      (template "multi-machine").nodes.server.virtualisation.vlans == [ 1 ]
+      && ((template "multi-machine").nodes.client { inherit pkgs; }).virtualisation.vlans == [ 1 ]
+      && (template "graphical").enableOCR;
+    "package: pname and version from Cargo.toml" = ntd.pname == "ntd" && ntd.version == cargoVersion;
+    "package: built by maturin from python-shim" =
+      ntd.builtBy == "buildPythonApplication" && ntd.buildAndTestSubdir == "python-shim"
+      && builtins.elem (repo + "/python-shim") ntd.src.files;
+    "package: crates from Cargo.lock" = ntd.cargoDeps.cargoLock == repo + "/Cargo.lock";
+    "package: both binaries installed" =
+      hasInfix "$out/bin/nixos-test-driver" ntd.postInstall && hasInfix "$out/bin/generate-driver-symbols" ntd.postInstall;
+    "package: QEMU, vde2 and socat on PATH, no tesseract by default" =
+      hasInfix "/stub/qemu_test/bin" ntd.postInstall && hasInfix "/stub/vde2/bin" ntd.postInstall
+      && hasInfix "/stub/socat/bin" ntd.postInstall && !(hasInfix "tesseract" ntd.postInstall);
+    "package: mainProgram" = ntd.meta.mainProgram == "nixos-test-driver";
+    "override enableOCR: tesseract (English) on PATH" =
+      hasInfix "/stub/tesseract-overridden/bin" withOCR.postInstall && withOCR.passthru.enableOCR;
+    "override extraPythonPackages: importable and propagated" =
+      builtins.elem pkgs.python3Packages.requests withPackages.dependencies
+      && hasInfix "/stub/requests/lib" withPackages.postInstall;
+    "override qemu_pkg: that QEMU on PATH" =
+      hasInfix "/stub/qemu/bin" withQemu.postInstall && !(hasInfix "qemu_test" withQemu.postInstall);
+    "override enableNspawn: warns that containers are not supported" =
+      withNspawn ? warning && !(ntd ? warning);
+    "override: all four arguments as the framework passes them" = asTheFrameworkDoes.pname == "ntd";
+    "overlay: nixos-test-driver is ntd" =
+      overlaid.nixos-test-driver.pname == "ntd" && overlaid.ntd.pname == "ntd";
+    "overlay: the framework can override it" =
+      (overlaid.nixos-test-driver.override { enableOCR = true; }).passthru.enableOCR;
+    "flake: overlay, lib, packages, checks, devShells" =
+      builtins.isFunction flake.overlays.default
+      && flake.lib ? mkDriver && flake.lib ? testModule && flake.lib ? runNixOSTest
+      && flake.packages.x86_64-linux.default.pname == "ntd"
+      && flake.packages.aarch64-linux.ntd.pname == "ntd"
+      && flake.devShells.x86_64-linux.default.builtBy == "mkShell";
+    "flake: unit-test check runs cargo test" =
+      flake.checks.x86_64-linux.unit.doCheck && hasInfix "cargo test" flake.checks.x86_64-linux.unit.checkPhase;
+    "flake: minimal NixOS test uses examples/minimal" =
+      minimalTest.name == "ntd-minimal"
+      && minimalTest.testScript == builtins.readFile (repo + "/examples/minimal/test.py")
+      && hasInfix "hello from machine" minimalNode.systemd.services.hello.script;
+    "mkDriver: name and main program" =
+      driver.name == "nixos-test-driver-two-nodes" && driver.meta.mainProgram == "nixos-test-driver";
+    "mkDriver: typed declarations per node and VLAN" =
+      hasInfix "my_client: QemuMachine;" driver.script && hasInfix "server: QemuMachine;" driver.script
+      && hasInfix "vlan1: VLan;" driver.script && !(hasInfix "machine: QemuMachine;" driver.script);
+    "mkDriver: mypy as upstream runs it" =
+      builtins.elem pkgs.mypy driver.nativeBuildInputs
+      && hasInfix "mypy --no-implicit-optional --pretty --no-color-output testScriptWithTypes" driver.script
+      && hasInfix "test-script-prepend.py" driver.script;
+    "mkDriver: pyflakes with the driver's symbols and the machines" =
+      hasInfix "PYFLAKES_BUILTINS=\"$(< driver-symbols),my_client,server,vlan1\"" driver.script;
+    "mkDriver: wrapper flags, quoted" =
+      hasInfix "--add-flags '--config' --add-flags '/stub/driverConfiguration.json' --add-flags '--log-level' --add-flags 'info' --add-flags '--junit-xml' --add-flags 'it'\\''s.xml'" driver.script;
+    "mkDriver: the driver package overridden as the framework does" =
+      driver.passthru.testDriver.passthru.enableOCR && driver.passthru.testDriver.passthru.qemu_pkg == pkgs.qemu;
+    "mkDriver: one machine is also `machine`; skipTypeCheck and skipLint skip" =
+      !(hasInfix "mypy" singleDriver.script) && !(hasInfix "pyflakes" singleDriver.script)
+      && !(builtins.elem pkgs.mypy singleDriver.nativeBuildInputs);
+    "testModule: driver and interactive.driver forced to ntd's" =
+      moduleResult.driver.forced.name == "nixos-test-driver-two-nodes"
+      && hasInfix "--add-flags '--interactive'" moduleResult.interactive.driver.forced.script;
+  };
+  failed = builtins.filter (name: !checks.${name}) (builtins.attrNames checks);
+in
+if failed == [ ] then
+  "ok: ${toString (builtins.length (builtins.attrNames checks))} checks"
+else
+  throw "Nix checks failed:\n  ${builtins.concatStringsSep "\n  " failed}"
