@@ -1,5 +1,5 @@
 """Upstream's `test_driver.debug`."""
 
-from ntd.debug import DebugAbstract, DebugNop
+from ntd.debug import Debug, DebugAbstract, DebugNop
 
-__all__ = ["DebugAbstract", "DebugNop"]
+__all__ = ["Debug", "DebugAbstract", "DebugNop"]

@@ -37,6 +37,12 @@ pub struct Args {
     #[arg(long, overrides_with = "interactive", hide = true)]
     pub no_interactive: bool,
 
+    /// Pause at a failure (and at `debug.breakpoint()`) with a pdb prompt on 127.0.0.1:4444,
+    /// and log how to enter the build sandbox with this attach command (the Nix debug hook
+    /// passes `--debug-hook=<attach>`).
+    #[arg(long, alias = "debug-hook", value_name = "ATTACH-COMMAND")]
+    pub debug_hook_attach: Option<String>,
+
     /// The directory for outputs (screenshots, copied files, reports). Default: the current
     /// directory.
     #[arg(short = 'o', long = "output_directory", alias = "output-directory", value_name = "DIR")]
@@ -110,6 +116,8 @@ pub struct Resolved {
     pub keep_machine_state: bool,
     /// Open the interactive prompt instead of running the script.
     pub interactive: bool,
+    /// The debug hook's attach command: breakpoints pause the test.
+    pub debug_hook_attach: Option<String>,
     pub log_level: LogLevel,
     pub connect_timeout: Duration,
 }
@@ -204,6 +212,7 @@ impl Args {
             output_directory,
             keep_machine_state,
             interactive: self.interactive && !self.no_interactive,
+            debug_hook_attach: self.debug_hook_attach.clone(),
             log_level,
             connect_timeout,
         })

@@ -113,6 +113,7 @@ fn run(resolved: Resolved) -> i32 {
     }
     let global_timeout = resolved.spec.global_timeout;
     let interactive = resolved.interactive;
+    let debug_hook_attach = resolved.debug_hook_attach;
     let options = DriverOptions {
         machines: resolved.spec.machines,
         vlans: resolved.spec.vlans,
@@ -128,7 +129,7 @@ fn run(resolved: Resolved) -> i32 {
                 return Outcome::Failed(exit::TEST_FAILED);
             }
         };
-        let outcome = run_script(py, &native, &tests, interactive);
+        let outcome = run_script(py, &native, &tests, interactive, debug_hook_attach.as_deref());
         if let Err(e) = native.call_method0(py, "cleanup") {
             log::error(None, &format!("cleanup failed: {e}"));
         }
@@ -146,14 +147,24 @@ fn run(resolved: Resolved) -> i32 {
 }
 
 /// Run the test script through `ntd.driver.Driver.run_tests()` (or open the interactive
-/// prompt) and map its outcome.
-fn run_script(py: Python<'_>, native: &Py<ntd_python::driver::Driver>, tests: &str, interactive: bool) -> Outcome {
+/// prompt) and map its outcome. With a debug hook, breakpoints pause the test.
+fn run_script(
+    py: Python<'_>,
+    native: &Py<ntd_python::driver::Driver>,
+    tests: &str,
+    interactive: bool,
+    debug_hook_attach: Option<&str>,
+) -> Outcome {
     let start = Instant::now();
     let result = (|| -> PyResult<()> {
         let logger = py.import("ntd._native")?.getattr("Logger")?.call0()?;
         let kwargs = PyDict::new(py);
         kwargs.set_item("native", native.clone_ref(py))?;
         kwargs.set_item("tests", tests)?;
+        if let Some(attach) = debug_hook_attach {
+            let debug = py.import("ntd.debug")?.getattr("Debug")?.call1((&logger, attach))?;
+            kwargs.set_item("debug", debug)?;
+        }
         kwargs.set_item("logger", logger)?;
         let driver = py.import("ntd.driver")?.getattr("Driver")?.call((), Some(&kwargs))?;
         driver.call_method0(if interactive { "interactive" } else { "run_tests" })?;

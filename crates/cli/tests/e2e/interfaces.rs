@@ -41,3 +41,34 @@ fn vm_names_flags() {
     let run = scenario.run_command(command, SMOKE_LIMIT);
     run.assert_status(0);
 }
+
+/// The command line a runNixOSTest derivation runs: driver.nix's wrapper adds `--config`,
+/// `--log-level` and the test's `extraDriverArgs`; run.nix sets `LOGFILE=/dev/null` and passes
+/// `-o $out` and, with `enableDebugHook`, `--debug-hook=<attach>`.
+#[test]
+fn the_command_line_of_a_run_nix_derivation() {
+    let mut scenario = Scenario::new();
+    let script = scenario.machine("machine", Tier::Smoke, &[]);
+    let config = serde_json::json!({
+        "vms": {"machine": {"name": "machine", "start_script": script}},
+        "containers": {},
+        "vlans": [],
+        "global_timeout": 600,
+        "enable_ssh_backdoor": false,
+        "test_script": scenario.write("test-script", "start_all()\nmachine.succeed('true')\n"),
+    });
+    let config = scenario.write("driverConfiguration.json", &config.to_string());
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_nixos-test-driver"));
+    command
+        .env("TMPDIR", scenario.tmp_dir())
+        .env("LOGFILE", "/dev/null")
+        .env("NO_COLOR", "1")
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-level", "info", "--junit-xml", "junit.xml", "-o"])
+        .arg(scenario.out_dir())
+        .arg("--debug-hook=/stub/attach");
+    let run = scenario.run_command(command, SMOKE_LIMIT);
+    run.assert_status(0);
+    assert!(scenario.out_dir().join("junit.xml").is_file(), "no junit.xml in the output directory");
+}

@@ -1,0 +1,92 @@
+//! `--debug-hook-attach` (runNixOSTest's `enableDebugHook`): a failure pauses the test with a
+//! pdb prompt on 127.0.0.1:4444 in the failing script's frame, and says how to attach.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::harness::{SMOKE_LIMIT, Scenario, Tier, live_processes_mentioning};
+
+/// Read from `stream` until `needle` has arrived; everything read so far.
+fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut text = String::new();
+    let mut buffer = [0u8; 4096];
+    while !text.contains(needle) {
+        let n = stream.read(&mut buffer).expect("read from pdb");
+        assert!(n > 0, "pdb hung up before {needle:?}:\n{text}");
+        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    text
+}
+
+#[test]
+fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {
+    let mut scenario = Scenario::new();
+    scenario.machine("machine", Tier::Smoke, &[]);
+    let script =
+        scenario.write("test.py", "start_all()\ngreeting = 'hello from the script'\nmachine.succeed('false')\n");
+    let mut command = scenario.command(&["--debug-hook-attach", "/stub/attach"]);
+    command.arg(&script).arg("--start-scripts").arg(scenario.path().join("bin/run-machine-vm"));
+    let mut driver = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run the driver");
+
+    let (lines, received) = mpsc::channel();
+    let stderr = driver.stderr.take().expect("stderr pipe");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let mut wait_for_line = |prefix: &str| -> String {
+        let deadline = Instant::now() + SMOKE_LIMIT;
+        loop {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            match received.recv_timeout(timeout) {
+                Ok(line) => {
+                    log.push(line.clone());
+                    if let Some(position) = line.find(prefix) {
+                        return line[position..].to_owned();
+                    }
+                }
+                Err(_) => panic!("the driver never logged {prefix:?}:\n{}", log.join("\n")),
+            }
+        }
+    };
+
+    let breakpoint = wait_for_line("Breakpoint reached, run 'sudo /stub/attach ");
+    let pattern =
+        breakpoint.trim_start_matches("Breakpoint reached, run 'sudo /stub/attach ").trim_end_matches('\'').to_owned();
+    assert!(pattern.len() == 7 && pattern.bytes().all(|b| b.is_ascii_digit()), "{breakpoint}");
+    wait_for_line("pdb is listening on 127.0.0.1:4444");
+    // The attach command finds the sandbox by a process running `sleep <pattern>`.
+    let marker = format!("sleep\0{pattern}");
+    assert!(!live_processes_mentioning(&marker).is_empty(), "no `sleep {pattern}` process");
+
+    let mut pdb = TcpStream::connect(("127.0.0.1", 4444)).expect("connect to pdb");
+    pdb.set_read_timeout(Some(Duration::from_secs(60))).expect("set a read timeout");
+    read_until(&mut pdb, "(Pdb) ");
+    // The script's globals and machines are at hand in the failing frame.
+    pdb.write_all(b"p greeting, machine.succeed('echo from pdb')\n").expect("write to pdb");
+    let answer = read_until(&mut pdb, "(Pdb) ");
+    assert!(answer.contains("('hello from the script', 'from pdb\\n')"), "{answer}");
+    pdb.write_all(b"c\n").expect("write to pdb");
+
+    let deadline = Instant::now() + SMOKE_LIMIT;
+    let status = loop {
+        if let Some(status) = driver.try_wait().expect("wait for the driver") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the driver did not end after `continue`");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1), "a failed test fails after the breakpoint");
+    assert!(live_processes_mentioning(&marker).is_empty(), "`sleep {pattern}` outlived the breakpoint");
+    let needle = scenario.path().to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live_processes_mentioning(&needle).is_empty() {
+        assert!(Instant::now() < deadline, "processes left running: {:?}", live_processes_mentioning(&needle));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
