@@ -15,7 +15,7 @@ use ntd_core::log;
 use ntd_core::machine::{ExecuteOptions, Machine, MachineConfig};
 use pyo3::exceptions::{PyDeprecationWarning, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::duration::PyDuration;
 use crate::errors::{assertion_failed, machine_to_pyerr};
@@ -903,6 +903,15 @@ impl QemuMachine {
     }
 
     // --- monitor, QMP, keyboard -------------------------------------------------------
+
+    /// Send one line to the backdoor shell unframed and return the first line it prints
+    /// (bytes, without the newline). For the benchmarks: the channel's floor and upstream's
+    /// framing on the same shell. Not for test scripts: a line that prints anything but one
+    /// line desynchronises the shell.
+    fn _exchange_raw_line(&self, py: Python<'_>, line: &str) -> PyResult<Py<PyBytes>> {
+        let reply = self.call(py, Traced::new("_exchange_raw_line"), self.core.exchange_raw_line(line))?;
+        Ok(PyBytes::new(py, &reply).unbind())
+    }
 
     /// Send a command to QEMU's human monitor; return its reply.
     fn send_monitor_command(&self, py: Python<'_>, command: &str) -> PyResult<String> {

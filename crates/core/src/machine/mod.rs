@@ -960,6 +960,21 @@ impl Machine {
         }
     }
 
+    /// Send `line` to the backdoor shell unframed and return the first line it prints back.
+    /// For benchmarks: the channel's floor (`echo x`) and upstream's two-round-trip framing,
+    /// measured on the same shell as ntd's. A line that prints anything but one line
+    /// desynchronises the shell.
+    pub async fn exchange_raw_line(&self, line: &str) -> Result<Vec<u8>> {
+        self.connect().await?;
+        let running = self.running()?;
+        let mut shell = running.shell.lock().await;
+        shell.exchange_line(line.as_bytes()).await.map_err(|source| Error::Shell {
+            machine: self.inner.name.clone(),
+            command: line.trim_end().to_owned(),
+            source,
+        })
+    }
+
     /// Upstream's `succeed(*commands, timeout=None)`: run each command, fail on a non-zero
     /// status, return the concatenated output.
     pub async fn succeed(&self, commands: &[String], timeout: Option<Duration>) -> Result<Vec<u8>> {

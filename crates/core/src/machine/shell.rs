@@ -333,6 +333,34 @@ impl Shell {
         }
     }
 
+    /// Write one line unframed and read back the first line the shell prints (without its
+    /// newline). The line must make the shell print exactly one line, or later replies are
+    /// misread: this is for measuring the channel and upstream's framing, not for commands.
+    pub async fn exchange_line(&mut self, line: &[u8]) -> Result<Vec<u8>, ShellError> {
+        if self.pending.is_some() {
+            self.receive().await?;
+        }
+        self.stream.write_all(line).await?;
+        let mut received = std::mem::take(&mut self.leftover);
+        let mut searched = 0;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            // Only the bytes not searched yet: a long line arrives in many reads.
+            if let Some(at) = memchr::memchr(b'\n', &received[searched..]) {
+                let newline = searched + at;
+                self.leftover = received.split_off(newline + 1);
+                received.truncate(newline);
+                return Ok(received);
+            }
+            searched = received.len();
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(ShellError::Disconnected { partial_output: received });
+            }
+            received.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// The connection's file descriptor, for handing the shell to an interactive program.
     pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
@@ -522,6 +550,18 @@ mod tests {
         let frame = Frame::new("sleep 5", Some(Duration::from_millis(200)), None).expect("frame");
         shell.send(&frame).await.expect("send");
         assert_eq!(shell.receive().await.expect("reply").status, 124);
+
+        // Unframed lines (the benchmarks' channel floor and upstream's framing): the first
+        // line comes back, a second one printed at once is kept for the next exchange, and
+        // framed commands work after them.
+        assert_eq!(shell.exchange_line(b"echo one; echo two\n").await.expect("line"), b"one");
+        assert_eq!(shell.exchange_line(b"echo three\n").await.expect("line"), b"two");
+        assert_eq!(shell.exchange_line(b"true\n").await.expect("line"), b"three");
+        let long = "x".repeat(300_000);
+        let echoed = shell.exchange_line(format!("echo {long}\n").as_bytes()).await.expect("line");
+        assert_eq!(echoed, long.as_bytes(), "a line longer than one read");
+        shell.send(&Frame::new("echo framed", None, None).expect("frame")).await.expect("send");
+        assert_eq!(shell.receive().await.expect("reply").output, b"framed\n");
         shell.send_raw(b"exit 0\n").await.expect("send exit");
         assert!(child.wait().expect("wait shell").success());
     }

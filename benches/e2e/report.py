@@ -1,0 +1,135 @@
+"""Turn a benchmark run (benches/e2e/run) into a Markdown report and a latency plot.
+
+    python report.py DIR    reads DIR/results.json and DIR/boot-*.json, writes DIR/report.md
+                            (also printed) and DIR/latency.png
+
+Every ratio compares ntd with the baseline measured in the same run on the same VM: for
+times, baseline / ntd (how many times faster ntd is); for throughput, ntd / baseline.
+"""
+
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt(value, unit):
+    if unit == "MiB/s":
+        return f"{value:.1f} MiB/s"
+    if value >= 100:
+        return f"{value:.0f} ms"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def machine_description():
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = os.cpu_count()
+    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    # The start scripts' own rule (tests/guest/mk-start-script): real KVM, else TCG.
+    with open("/proc/cpuinfo") as info:
+        virtualisation = any(flag in info.read().split() for flag in ("vmx", "svm"))
+    kvm_usable = os.access("/dev/kvm", os.R_OK | os.W_OK) and not os.path.exists("/sys/module/kvm_pvm") and virtualisation
+    kvm = "KVM" if kvm_usable else "TCG (no usable KVM)"
+    return f"{cpu}, {cores} cores, {platform.system()} {platform.release()}; {qemu}; guests under {kvm}"
+
+
+def main(directory):
+    with open(os.path.join(directory, "results.json")) as f:
+        results = json.load(f)
+    boots = []
+    for path in sorted(glob.glob(os.path.join(directory, "boot-*.json")), key=lambda p: int(p.rsplit("-", 1)[1][:-5])):
+        with open(path) as f:
+            boots.append(json.load(f))
+
+    lines = [
+        f"Machine: {machine_description()}.",
+        f"Repetitions: {results['reps']} (per-operation sample counts in parentheses).",
+        "",
+        "| operation | ntd (median) | baseline: upstream's way (median) | ntd vs baseline |",
+        "|---|---|---|---|",
+    ]
+    plotted = []
+    for op, entry in results["ops"].items():
+        unit = entry["unit"]
+        ntd, base = entry.get("ntd", []), entry.get("baseline", [])
+        ntd_m, base_m = median(ntd), median(base)
+        if base:
+            ratio = ntd_m / base_m if unit == "MiB/s" else base_m / ntd_m
+            comparison = f"{ratio:.1f}× {'the throughput' if unit == 'MiB/s' else 'faster'}"
+            if unit != "MiB/s":
+                plotted.append((op, ntd_m, base_m))
+        else:
+            comparison = "—"
+        base_text = f"{fmt(base_m, unit)} ({len(base)})" if base else "—"
+        lines.append(f"| {op} | {fmt(ntd_m, unit)} ({len(ntd)}) | {base_text} | {comparison} |")
+
+    cpu = results["driver_cpu_s"]
+    lines += [
+        "",
+        "| driver | ntd |",
+        "|---|---|",
+        f"| process start → first test-script line | {results['start_to_first_line_s'] * 1000:.0f} ms |",
+        f"| start_all() → shell answers (1 VM, in the operations run) | {results['boot_to_shell_s']:.1f} s |",
+        f"| start_all() → multi-user.target (1 VM) | {results['boot_to_multi_user_s']:.1f} s |",
+    ]
+    for boot in boots:
+        lines.append(
+            f"| start_all() with {boot['machines']} VMs → every shell / every multi-user.target "
+            f"| {boot['shell_s']:.1f} s / {boot['multi_user_s']:.1f} s |"
+        )
+    for boot in boots:
+        lines.append(
+            f"| a plain run, {boot['machines']} VM(s) booted to multi-user.target: driver CPU / peak RSS "
+            f"| {boot['driver_cpu_s']:.2f} s / {boot['driver_peak_rss_mib']:.1f} MiB |"
+        )
+    lines += [
+        f"| driver CPU during ntd's operations (the process alone, QEMU excluded) | {cpu['ntd']:.2f} s |",
+        f"| driver CPU during the baseline's operations (same process) | {cpu['baseline']:.2f} s |",
+        f"| driver CPU for the whole run | {cpu['total']:.2f} s |",
+        f"| driver peak RSS for the whole run (holds the 64 MiB outputs, both ways) | {results['driver_peak_rss_mib']:.1f} MiB |",
+    ]
+    report = "\n".join(lines) + "\n"
+    with open(os.path.join(directory, "report.md"), "w") as f:
+        f.write(report)
+    print(report)
+    plot(plotted, os.path.join(directory, "latency.png"))
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [op for op, _, _ in rows]
+    positions = range(len(rows))
+    figure, axes = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.5))
+    axes.barh([p + 0.2 for p in positions], [b for _, _, b in rows], height=0.4, label="baseline (upstream's way)", color="#bbbbbb")
+    axes.barh([p - 0.2 for p in positions], [n for _, n, _ in rows], height=0.4, label="ntd", color="#3465a4")
+    axes.set_yticks(list(positions), labels)
+    axes.invert_yaxis()
+    axes.set_xscale("log")
+    axes.set_xlabel("median latency, ms (log scale)")
+    axes.set_title("ntd vs upstream's way, same VM, same run")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: report.py DIR")
+    main(sys.argv[1])
