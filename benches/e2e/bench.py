@@ -102,14 +102,17 @@ def guest_clock_offset():
 
 
 def detection(op, mode, arm, wait, marker):
-    """Arm a condition that becomes true in the guest a moment later and writes the guest
-    time of that moment to `marker`; record how long after it the wait returned."""
+    """Arm a condition that becomes true in the guest a moment later; the guest writes its
+    clock just before making it true to `marker` (so the figure errs long, by the time the
+    guest takes to make it true); record how long after it the wait returned."""
     offset = guest_clock_offset()
     machine.succeed(arm)
     before_cpu = cpu_seconds()
     wait()
     returned = time.time()
     cpu[mode] += cpu_seconds() - before_cpu
+    # The marker is written after the clock is read: it may still be on its way.
+    machine.wait_until_succeeds(f"test -s {marker}", timeout=30)
     happened = float(machine.succeed(f"cat {marker}")) - offset
     record(op, mode, (returned - happened) * 1000.0)
 
@@ -153,7 +156,8 @@ for i in range(waits):
     delay = [delays.uniform(1, 2) for _ in range(3)]
     for mode in ("ntd", "baseline"):
         path = f"/tmp/bench-file-{mode}-{i}"
-        arm = f"(sleep {delay[0]:.3f}; touch {path}; date +%s.%N > {path}.t) >/dev/null 2>&1 &"
+        # bash's own clock and redirection: no process between reading the clock and the file.
+        arm = f"(sleep {delay[0]:.3f}; t=$EPOCHREALTIME; : > {path}; echo $t > {path}.t) >/dev/null 2>&1 &"
         if mode == "ntd":
             wait = lambda: machine.wait_for_file(path)
         else:
@@ -175,7 +179,10 @@ for i in range(waits):
         detection("wait_for_unit latency", mode, arm, wait, f"/tmp/{unit}.t")
 
         port = 9000 + i * 2 + (mode == "baseline")
-        arm = f"(sleep {delay[2]:.3f}; nc -l -p {port} >/dev/null & date +%s.%N > /tmp/port-{port}.t) >/dev/null 2>&1 &"
+        arm = (
+            f"(sleep {delay[2]:.3f}; t=$EPOCHREALTIME; nc -l -p {port} >/dev/null & echo $t > /tmp/port-{port}.t) "
+            ">/dev/null 2>&1 &"
+        )
         if mode == "ntd":
             wait = lambda: machine.wait_for_open_port(port)
         else:

@@ -10,6 +10,7 @@ mod debian;
 mod debug_hook;
 mod examples;
 mod failures;
+mod faults;
 mod globals;
 mod harness;
 mod interfaces;

@@ -159,6 +159,16 @@ pub enum Error {
         /// The last serial console lines.
         serial_tail: Vec<String>,
     },
+    /// QEMU's QMP socket closed under a command: QEMU is gone.
+    #[error("{machine}: QEMU's QMP connection closed {context}{}", tail_text(serial_tail, "last serial console lines"))]
+    QmpClosed {
+        /// The machine.
+        machine: String,
+        /// While doing what, and how QEMU exited if it did.
+        context: String,
+        /// The last serial console lines.
+        serial_tail: Vec<String>,
+    },
     /// The backdoor shell failed otherwise.
     #[error("{machine}: backdoor shell failure while running `{command}`")]
     Shell {
@@ -885,6 +895,13 @@ impl Machine {
 
     /// Build the error for a shell that went away, waiting briefly for QEMU's exit status.
     async fn disconnected(&self, context: &str, status: Option<ExitStatus>) -> Error {
+        let (context, serial_tail) = self.qemu_exit_context(context, status).await;
+        Error::ShellDisconnected { machine: self.inner.name.clone(), context, serial_tail }
+    }
+
+    /// `context` with how QEMU exited (waiting up to 2 s for it, unless `status` is known),
+    /// and the console's last lines.
+    async fn qemu_exit_context(&self, context: &str, status: Option<ExitStatus>) -> (String, Vec<String>) {
         let status = match status {
             Some(status) => Some(status),
             None => match self.running() {
@@ -898,11 +915,7 @@ impl Machine {
         };
         // Let the console pump log the guest's last lines before they are quoted.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        Error::ShellDisconnected {
-            machine: self.inner.name.clone(),
-            context,
-            serial_tail: self.inner.console.tail(TAIL_LINES),
-        }
+        (context, self.inner.console.tail(TAIL_LINES))
     }
 
     /// Run a shell command in the guest (upstream's `execute`): returns the exit status and
@@ -1031,11 +1044,15 @@ impl Machine {
         arguments: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Result<serde_json::Value> {
         let running = self.running()?;
-        running
-            .qmp
-            .execute(command, arguments)
-            .await
-            .map_err(|source| Error::Qmp { machine: self.inner.name.clone(), source })
+        match running.qmp.execute(command, arguments).await {
+            Ok(value) => Ok(value),
+            // A closed socket means QEMU is gone: say how it went, not just "connection reset".
+            Err(qmp::Error::Io(_) | qmp::Error::Closed) => {
+                let (context, serial_tail) = self.qemu_exit_context(&format!("while running `{command}`"), None).await;
+                Err(Error::QmpClosed { machine: self.inner.name.clone(), context, serial_tail })
+            }
+            Err(source) => Err(Error::Qmp { machine: self.inner.name.clone(), source }),
+        }
     }
 
     /// Wait for a QMP event accepted by `filter` (upstream's `wait_for_qmp_event`).

@@ -148,7 +148,7 @@ impl Machine {
             if user.is_some() || self.host_side_waits() {
                 return self.wait_for_unit_from_host(unit, user, timeout).await;
             }
-            let outcome = self.guest_wait(&unit_wait_script(unit, None), timeout).await?;
+            let outcome = self.guest_wait(&unit_wait_script(unit, None), &title, timeout).await?;
             self.unit_wait_outcome(unit, outcome, timeout, async { self.unit_check(unit, None).await }).await
         })
         .await
@@ -164,7 +164,7 @@ impl Machine {
                 crate::retry::retry(timeout, |_| reached()).await??;
                 return Ok(());
             }
-            let outcome = self.guest_wait(&unit_wait_script(unit, Some(state)), timeout).await?;
+            let outcome = self.guest_wait(&unit_wait_script(unit, Some(state)), &title, timeout).await?;
             self.unit_wait_outcome(unit, outcome, timeout, reached()).await
         })
         .await
