@@ -9,6 +9,16 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{SMOKE_LIMIT, Scenario, Tier, live_processes_mentioning};
 
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Read from `stream` until `needle` has arrived; everything read so far.
 fn read_until(stream: &mut TcpStream, needle: &str) -> String {
     let mut text = String::new();
@@ -29,10 +39,12 @@ fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {
         scenario.write("test.py", "start_all()\ngreeting = 'hello from the script'\nmachine.succeed('false')\n");
     let mut command = scenario.command(&["--debug-hook-attach", "/stub/attach"]);
     command.arg(&script).arg("--start-scripts").arg(scenario.path().join("bin/run-machine-vm"));
-    let mut driver = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run the driver");
+    let driver = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run the driver");
+    // Killed if the test fails half-way: a driver paused at a breakpoint would wait forever.
+    let mut driver = KillOnDrop(driver);
 
     let (lines, received) = mpsc::channel();
-    let stderr = driver.stderr.take().expect("stderr pipe");
+    let stderr = driver.0.stderr.take().expect("stderr pipe");
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = lines.send(line);
@@ -62,7 +74,11 @@ fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {
     wait_for_line("pdb is listening on 127.0.0.1:4444");
     // The attach command finds the sandbox by a process running `sleep <pattern>`.
     let marker = format!("sleep\0{pattern}");
-    assert!(!live_processes_mentioning(&marker).is_empty(), "no `sleep {pattern}` process");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_processes_mentioning(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "no `sleep {pattern}` process");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let mut pdb = TcpStream::connect(("127.0.0.1", 4444)).expect("connect to pdb");
     pdb.set_read_timeout(Some(Duration::from_secs(60))).expect("set a read timeout");
@@ -75,7 +91,7 @@ fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {
 
     let deadline = Instant::now() + SMOKE_LIMIT;
     let status = loop {
-        if let Some(status) = driver.try_wait().expect("wait for the driver") {
+        if let Some(status) = driver.0.try_wait().expect("wait for the driver") {
             break status;
         }
         assert!(Instant::now() < deadline, "the driver did not end after `continue`");
