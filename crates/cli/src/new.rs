@@ -6,7 +6,7 @@
 //! The test scripts are the examples' (`examples/`), which the end-to-end tests run; the Nix
 //! files are in `templates/`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
@@ -45,8 +45,13 @@ struct Files {
     nix: &'static str,
     test_script: &'static str,
     machines: &'static str,
+}
+
+impl Files {
     /// Whether `default.nix` imports `hello.nix`, the service the script talks to.
-    hello_service: bool,
+    fn uses_hello_service(&self) -> bool {
+        self.nix.contains("./hello.nix")
+    }
 }
 
 /// The NixOS module of the service several templates' scripts talk to.
@@ -59,25 +64,21 @@ impl Template {
                 nix: include_str!("../templates/minimal.nix"),
                 test_script: include_str!("../../../examples/minimal/test.py"),
                 machines: include_str!("../../../examples/minimal/machines"),
-                hello_service: true,
             },
             Template::MultiMachine => Files {
                 nix: include_str!("../templates/multi-machine.nix"),
                 test_script: include_str!("../../../examples/multi-machine/test.py"),
                 machines: include_str!("../../../examples/multi-machine/machines"),
-                hello_service: true,
             },
             Template::Graphical => Files {
                 nix: include_str!("../templates/graphical.nix"),
                 test_script: include_str!("../../../examples/screen/test.py"),
                 machines: include_str!("../../../examples/screen/machines"),
-                hello_service: false,
             },
             Template::Otel => Files {
                 nix: include_str!("../templates/otel.nix"),
                 test_script: include_str!("../../../examples/otel/test.py"),
                 machines: include_str!("../../../examples/otel/machines"),
-                hello_service: true,
             },
         }
     }
@@ -118,27 +119,30 @@ fn readme(name: &str, template: Template) -> String {
     )
 }
 
-/// Write the test directory; on success, say what was written and how to run it.
-fn write(args: &NewArgs) -> Result<PathBuf, String> {
+/// Write the test directory; return it and the names of the files written.
+fn write(args: &NewArgs) -> Result<(PathBuf, Vec<&'static str>), String> {
     check_name(&args.name)?;
     let dir = args.dir.join(&args.name);
     if dir.exists() {
         return Err(format!("{} already exists; choose another name or --dir", dir.display()));
     }
     let files = args.template.files();
-    let write_file = |name: &str, contents: &str| -> Result<(), String> {
+    let mut written = Vec::new();
+    let mut write_file = |name: &'static str, contents: &str| -> Result<(), String> {
         let path = dir.join(name);
-        std::fs::write(&path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        std::fs::write(&path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        written.push(name);
+        Ok(())
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     write_file("default.nix", &files.nix.replace("@name@", &args.name))?;
     write_file("test.py", files.test_script)?;
     write_file("machines", files.machines)?;
-    if files.hello_service {
+    if files.uses_hello_service() {
         write_file("hello.nix", HELLO_SERVICE)?;
     }
     write_file("README.md", &readme(&args.name, args.template))?;
-    Ok(dir)
+    Ok((dir, written))
 }
 
 /// `nixos-test-driver new ...`: `args` are the arguments after `new`.
@@ -151,10 +155,9 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         }
     };
     match write(&args) {
-        Ok(dir) => {
-            let hello = if args.template.files().hello_service { ", hello.nix" } else { "" };
-            println!("wrote {}: default.nix{hello}, test.py, machines, README.md", display(&dir));
-            println!("run it here, on the built-in test guest: scripts/run-example {}", display(&dir));
+        Ok((dir, written)) => {
+            println!("wrote {}: {}", dir.display(), written.join(", "));
+            println!("run it here, on the built-in test guest: scripts/run-example {}", dir.display());
             crate::exit::SUCCESS
         }
         Err(message) => {
@@ -162,10 +165,6 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
             crate::exit::USAGE
         }
     }
-}
-
-fn display(path: &Path) -> String {
-    path.display().to_string()
 }
 
 #[cfg(test)]
@@ -186,7 +185,6 @@ mod tests {
             let nix = template.files().nix;
             assert!(nix.contains("name = \"@name@\";"), "{template:?}");
             assert!(nix.contains("testScript = builtins.readFile ./test.py;"), "{template:?}");
-            assert_eq!(nix.contains("./hello.nix"), template.files().hello_service, "{template:?}");
         }
     }
 }
