@@ -244,6 +244,10 @@ class Driver:
             except Exception as e:
                 self.logger.log_test_error(f'Test "{name}" failed with error: "{e}"')
                 raise e
+            except KeyboardInterrupt:
+                # Ctrl-C, SIGTERM, the global timeout: the report shows where the test stood.
+                self.logger.log_test_error(f'Test "{name}" was interrupted')
+                raise
 
     def test_symbols(self) -> dict[str, Any]:
         @contextmanager

@@ -27,6 +27,8 @@ enum Outcome {
     Failed(i32),
     TimedOut,
     Interrupted,
+    /// Stopped by a signal other than SIGINT (SIGTERM).
+    Terminated(i32),
 }
 
 impl Outcome {
@@ -36,6 +38,7 @@ impl Outcome {
             Outcome::Failed(status) => *status,
             Outcome::TimedOut => exit::TEST_FAILED,
             Outcome::Interrupted => exit::INTERRUPTED,
+            Outcome::Terminated(signal) => 128 + signal,
         }
     }
 
@@ -45,6 +48,7 @@ impl Outcome {
             Outcome::Failed(_) => "failed",
             Outcome::TimedOut => "timed out",
             Outcome::Interrupted => "interrupted",
+            Outcome::Terminated(_) => "terminated",
         }
     }
 }
@@ -111,6 +115,10 @@ fn run(resolved: Resolved) -> i32 {
         eprintln!("nixos-test-driver: error: cannot start the Python interpreter: {e}");
         return exit::USAGE;
     }
+    if let Err(e) = ntd_python::driver::stop_on_sigterm() {
+        eprintln!("nixos-test-driver: error: cannot handle SIGTERM: {e}");
+        return exit::USAGE;
+    }
     let global_timeout = resolved.spec.global_timeout;
     let interactive = resolved.interactive;
     let debug_hook_attach = resolved.debug_hook_attach;
@@ -170,6 +178,12 @@ fn run_script(
         driver.call_method0(if interactive { "interactive" } else { "run_tests" })?;
         Ok(())
     })();
+    if let Some(fault) = native.get().fault() {
+        // A switch died and interrupted the script; its KeyboardInterrupt is not the story.
+        let _ = py.check_signals();
+        log::test_error(&fault);
+        return Outcome::Failed(exit::TEST_FAILED);
+    }
     if native.get().has_timed_out() {
         // The timeout interrupted the main thread; a signal may still be pending.
         let _ = py.check_signals();
@@ -189,10 +203,16 @@ fn run_script(
             exit::SUCCESS => Outcome::Passed,
             status => Outcome::Failed(status),
         },
-        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => {
-            log::test_error("interrupted");
-            Outcome::Interrupted
-        }
+        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => match ntd_python::driver::terminated_by() {
+            Some(signal) => {
+                log::test_error("terminated by SIGTERM");
+                Outcome::Terminated(signal)
+            }
+            None => {
+                log::test_error("interrupted");
+                Outcome::Interrupted
+            }
+        },
         Err(e) => {
             // Not an assertion nor a machine error: upstream lets Python print the traceback.
             e.print(py);

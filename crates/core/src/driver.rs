@@ -242,9 +242,22 @@ impl Driver {
             for vlan in &self.vlans {
                 vlan.stop().await;
             }
+            for machine in self.machines.iter().chain(extra) {
+                machine.discard_state();
+            }
         }
         .instrument(span)
         .await;
+    }
+
+    /// Resolve when a VLAN switch exits without being stopped, with a message naming it;
+    /// never resolves when there is none or none fails.
+    pub async fn switch_failure(&self) -> String {
+        let watches: Vec<_> = self.vlans.iter().map(|vlan| Box::pin(vlan.unexpected_exit())).collect();
+        if watches.is_empty() {
+            return std::future::pending().await;
+        }
+        first_of(watches).await
     }
 
     /// Kill every machine and switch now, without waiting (global timeout, signals).
@@ -256,4 +269,17 @@ impl Driver {
             vlan.kill_now();
         }
     }
+}
+
+/// The output of whichever future finishes first.
+async fn first_of<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> F::Output {
+    std::future::poll_fn(|cx| {
+        for future in &mut futures {
+            if let std::task::Poll::Ready(output) = std::pin::Pin::new(future).poll(cx) {
+                return std::task::Poll::Ready(output);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

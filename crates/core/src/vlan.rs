@@ -46,6 +46,8 @@ pub struct VLan {
     child: process::Child,
     /// Kept open: vde_switch exits at end of file on its stdin.
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    /// Set before ntd stops the switch, so that its exit is not reported as a failure.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl VLan {
@@ -107,7 +109,13 @@ impl VLan {
             return Err(not_ready(format!("{} has no ctl socket", socket_dir.display())));
         }
         log::info(None, &format!("running vlan (pid {}; ctl {})", child.pid(), socket_dir.display()));
-        Ok(VLan { nr, socket_dir, child, stdin: tokio::sync::Mutex::new(Some(stdin)) })
+        Ok(VLan {
+            nr,
+            socket_dir,
+            child,
+            stdin: tokio::sync::Mutex::new(Some(stdin)),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// The VLAN number.
@@ -135,15 +143,37 @@ impl VLan {
         (format!("QEMU_VDE_SOCKET_{}", self.nr), self.socket_dir.display().to_string())
     }
 
+    /// Resolve if the switch exits without ntd stopping it (killed, crashed), with a message
+    /// saying so; never resolves for a switch that ntd stops.
+    pub async fn unexpected_exit(&self) -> String {
+        let status = self.child.wait().await;
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::future::pending().await;
+        }
+        format!(
+            "vlan {}: vde_switch exited unexpectedly with {}; the machines on this VLAN lost their network",
+            self.nr,
+            describe_status(status)
+        )
+    }
+
     /// Stop the switch (upstream's `stop()`: close its stdin, terminate it).
     pub async fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         log::info(None, &format!("kill vlan (pid {})", self.child.pid()));
         drop(self.stdin.lock().await.take());
         self.child.stop(Duration::from_secs(2)).await;
+        // vde_switch removes its sockets when it ends cleanly, not when it is killed.
+        if let Err(e) = std::fs::remove_dir_all(&self.socket_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            log::warning(None, &format!("cannot remove {}: {e}", self.socket_dir.display()));
+        }
     }
 
     /// Kill the switch now, without waiting.
     pub fn kill_now(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         self.child.signal_group(libc::SIGKILL);
     }
 }

@@ -83,6 +83,8 @@ pub struct Driver {
     timer: Arc<Timer>,
     timer_started: AtomicBool,
     timed_out: Arc<AtomicBool>,
+    /// Why the run was stopped from outside the script (a VLAN switch died), if it was.
+    fault: Arc<Mutex<Option<String>>>,
 }
 
 impl Driver {
@@ -111,6 +113,7 @@ impl Driver {
                 timer: Arc::new(Timer::default()),
                 timer_started: AtomicBool::new(false),
                 timed_out: Arc::new(AtomicBool::new(false)),
+                fault: Arc::new(Mutex::new(None)),
             },
         )
     }
@@ -130,6 +133,31 @@ impl Driver {
         self.timed_out.load(Ordering::SeqCst)
     }
 
+    /// Why the run was stopped from outside the script, if it was (a VLAN switch died).
+    pub fn fault(&self) -> Option<String> {
+        match self.fault.lock() {
+            Ok(fault) => fault.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Watch the VLAN switches: one that dies takes every machine's network with it, so the
+    /// test is stopped at once with the switch named, rather than failing later in some
+    /// unrelated-looking network wait.
+    fn watch_switches(&self) {
+        let core = Arc::clone(&self.core);
+        let fault = Arc::clone(&self.fault);
+        crate::runtime::runtime().spawn(async move {
+            let message = core.switch_failure().await;
+            log::error(None, &message);
+            match fault.lock() {
+                Ok(mut fault) => *fault = Some(message),
+                Err(p) => *p.into_inner() = Some(message),
+            }
+            interrupt_main_thread();
+        });
+    }
+
     fn extra_machines(&self) -> Vec<Machine> {
         match self.extra.lock() {
             Ok(extra) => extra.clone(),
@@ -144,6 +172,38 @@ static EXIT_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 /// script that does not stop): the embedding program's reports and telemetry flush.
 pub fn set_exit_hook(hook: fn()) {
     let _ = EXIT_HOOK.set(hook);
+}
+
+/// The signal (SIGTERM) that asked the run to stop, once one has.
+static TERMINATED_BY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The signal that asked the run to stop, if one did (see [`stop_on_sigterm`]).
+pub fn terminated_by() -> Option<i32> {
+    match TERMINATED_BY.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// Make SIGTERM stop a test run as Ctrl-C does: the script is interrupted where it is (in a
+/// boot, a command or `time.sleep`), then the machines are stopped, state directories
+/// cleaned and reports written, and the process exits 143. Without it, SIGTERM would end
+/// the process at once: the machines die with it (parent-death signal) but nothing is
+/// written. For the `nixos-test-driver` binary; a library user owns their signals.
+pub fn stop_on_sigterm() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terms = {
+        let _guard = crate::runtime::runtime().enter();
+        signal(SignalKind::terminate())?
+    };
+    crate::runtime::runtime().spawn(async move {
+        while terms.recv().await.is_some() {
+            TERMINATED_BY.store(libc::SIGTERM, Ordering::SeqCst);
+            log::warning(None, "received SIGTERM; stopping the test");
+            interrupt_main_thread();
+        }
+    });
+    Ok(())
 }
 
 /// Send SIGINT to Python's main thread: its handler raises `KeyboardInterrupt` there, also
@@ -240,11 +300,12 @@ impl Driver {
     }
 
     /// Start the global timeout (once): when it fires, log upstream's message, kill every
-    /// machine and switch, and interrupt the test script.
+    /// machine and switch, and interrupt the test script. Also start watching the switches.
     fn start_timer(&self) {
         if self.timer_started.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.watch_switches();
         let timer = Arc::clone(&self.timer);
         let timed_out = Arc::clone(&self.timed_out);
         let core = Arc::clone(&self.core);

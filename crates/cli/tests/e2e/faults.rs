@@ -2,7 +2,7 @@
 //! that powers itself off. Each ends the test with one error naming the machine and how QEMU
 //! ended, exit status 1, no Rust panic, and nothing left running.
 
-use crate::harness::{Run, SMOKE_LIMIT, Scenario, Tier};
+use crate::harness::{DEBIAN_LIMIT, Run, SMOKE_LIMIT, Scenario, Tier};
 
 /// Run `body` after booting one smoke-tier machine; `{kill}` in it starts a host process
 /// that SIGKILLs QEMU a second later.
@@ -14,7 +14,7 @@ fn run_fault(body: &str) -> Run {
     let script = scenario.write("test.py", &script);
     let run = scenario.run(&script, &[], SMOKE_LIMIT);
     run.assert_status(1);
-    assert!(!run.stderr.contains("panicked"), "a Rust panic:\n{}", run.stderr);
+    assert!(!run.stderr.contains("panicked at"), "a Rust panic:\n{}", run.stderr);
     run
 }
 
@@ -49,4 +49,88 @@ fn a_guest_that_powers_itself_off() {
     run.assert_stderr_contains(
         "machine: the backdoor shell disconnected while running `true` (QEMU exited with exit code 0)",
     );
+}
+
+#[test]
+fn a_kernel_panic_during_a_command() {
+    // QEMU keeps running (the guest reboots after `panic=1`): only the console tells.
+    let run = run_fault(
+        "machine.execute('(sleep 1; echo c > /proc/sysrq-trigger) >/dev/null 2>&1 &')\nmachine.succeed('sleep 30')",
+    );
+    run.assert_stderr_contains(
+        "MachineError: machine: the backdoor shell disconnected while running `sleep 30` \
+         (the guest kernel panicked: Kernel panic - not syncing: sysrq triggered crash)",
+    );
+}
+
+#[test]
+fn the_backdoor_shell_killed_on_the_smoke_tier() {
+    // Without a guest-side timeout the command runs in the backdoor's own subshell, where
+    // `$$` is the backdoor shell; the smoke tier's init powers off when it dies.
+    let run = run_fault(
+        "machine.execute('(sleep 1; kill -9 $$) >/dev/null 2>&1 &', timeout=None)\nmachine.succeed('sleep 30')",
+    );
+    run.assert_stderr_contains(
+        "MachineError: machine: the backdoor shell disconnected while running `sleep 30` (QEMU exited with exit code 0)",
+    );
+}
+
+/// One Debian machine; `body` runs after it is up.
+fn run_debian_fault(body: &str) -> Run {
+    let mut scenario = Scenario::new();
+    scenario.machine("machine", Tier::Debian, &[]);
+    let script = format!("import subprocess\nmachine.wait_for_unit('multi-user.target')\n{body}\n");
+    let script = scenario.write("test.py", &script);
+    let run = scenario.run(&script, &[], DEBIAN_LIMIT);
+    run.assert_status(1);
+    assert!(!run.stderr.contains("panicked at"), "a Rust panic:\n{}", run.stderr);
+    scenario.assert_state_removed(&run);
+    run
+}
+
+#[test]
+fn the_backdoor_service_killed_while_qemu_runs() {
+    // systemd logs the end of backdoor.service to the console (as NixOS forwards the journal);
+    // nothing else would ever answer the command in flight.
+    let run = run_debian_fault(
+        "machine.execute('(sleep 1; systemctl kill --kill-who=main --signal=KILL backdoor.service) >/dev/null 2>&1 &')\n\
+         machine.succeed('sleep 60')",
+    );
+    run.assert_stderr_contains(
+        "MachineError: machine: the backdoor shell disconnected while running `sleep 60` \
+         (the backdoor shell exited: backdoor.service: Main process exited, code=killed, status=9/KILL)",
+    );
+}
+
+#[test]
+fn qemu_killed_during_wait_for_unit() {
+    let run = run_debian_fault(
+        "machine.succeed('systemd-run --no-block --unit=slow --service-type=oneshot sleep 600')\n\
+         subprocess.Popen(['sh', '-c', f'sleep 1; kill -9 {machine.pid}'])\n\
+         machine.wait_for_unit('slow.service')",
+    );
+    run.assert_stderr_contains(
+        "MachineError: machine: the backdoor shell disconnected while waiting for unit slow.service",
+    );
+    run.assert_stderr_contains("(QEMU exited with signal 9 (SIGKILL))");
+}
+
+#[test]
+fn a_vde_switch_that_dies_stops_the_test() {
+    let mut scenario = Scenario::new();
+    scenario.network(Tier::Smoke, &[("machine", &[1])]);
+    let script = scenario.write(
+        "test.py",
+        "import subprocess, time\nstart_all()\nmachine.succeed('true')\n\
+         subprocess.run(['kill', '-9', str(vlans[0].pid)], check=True)\n\
+         time.sleep(60)\nprint('the script went on')\n",
+    );
+    let run = scenario.run(&script, &[], SMOKE_LIMIT);
+    run.assert_status(1);
+    run.assert_stderr_contains(
+        "vlan 1: vde_switch exited unexpectedly with signal 9 (SIGKILL); the machines on this VLAN lost their network",
+    );
+    assert!(!run.stdout.contains("the script went on"), "the script was not stopped:\n{}", run.stdout);
+    assert!(!run.stderr.contains("Traceback"), "a traceback for a switch failure:\n{}", run.stderr);
+    scenario.assert_state_removed(&run);
 }

@@ -241,8 +241,93 @@ impl Scenario {
         run
     }
 
-    /// Fail if any live process still mentions this scenario's directory (QEMU's sockets and
-    /// vde_switch's socket directory are all in it).
+    /// Run a prepared driver command and send it `signal` once its stderr has printed a line
+    /// containing `trigger` and, when `process` is given, a process of that name runs on the
+    /// driver's behalf; fails the test if that never happens or the driver hangs.
+    pub fn run_signalled(
+        &self,
+        mut command: Command,
+        trigger: &str,
+        process: Option<&str>,
+        signal: libc::c_int,
+        limit: Duration,
+    ) -> Run {
+        use std::io::BufRead;
+        let start = Instant::now();
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run the driver");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let mut stdout = child.stdout.take().expect("stdout pipe");
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let out_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            text
+        });
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        let err_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+                let _ = lines_tx.send(line);
+            }
+            text
+        });
+        let needle = self.path().to_string_lossy().into_owned();
+        let (mut triggered, mut signalled) = (false, false);
+        let status = loop {
+            while let Ok(line) = lines.try_recv() {
+                triggered |= line.contains(trigger);
+            }
+            let ready = process.is_none_or(|name| {
+                live_processes_mentioning(&needle).into_iter().any(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name)
+                })
+            });
+            if triggered && ready && !signalled {
+                // SAFETY: kill has no memory-safety preconditions; pid is our child.
+                unsafe {
+                    libc::kill(pid, signal);
+                }
+                signalled = true;
+            }
+            if let Some(status) = child.try_wait().expect("wait for the driver") {
+                break status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = err_reader.join().unwrap_or_default();
+                panic!("the driver hung: still running after {limit:?}\n--- stderr\n{stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let run = Run {
+            status: status.code(),
+            stdout: out_reader.join().unwrap_or_default(),
+            stderr: err_reader.join().unwrap_or_default(),
+        };
+        assert!(signalled, "the driver ended before {trigger:?} (and {process:?} running):\n{}", run.stderr);
+        self.assert_nothing_left(&run);
+        run
+    }
+
+    /// Fail unless the driver removed what it made in its TMPDIR: the machines' state
+    /// directories, the switches' socket directories, the shared directory.
+    pub fn assert_state_removed(&self, run: &Run) {
+        let left: Vec<String> = std::fs::read_dir(self.tmp_dir())
+            .expect("read the scenario's TMPDIR")
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("vm-state-") || name.ends_with(".ctl") || name == "shared-xchg")
+            .collect();
+        assert!(left.is_empty(), "state left in TMPDIR: {left:?}\n--- stderr\n{}", run.stderr);
+    }
+
+    /// Fail if any live process still mentions this scenario's directory in its command line
+    /// (QEMU's sockets and vde_switch's socket directory are all in it) or its environment
+    /// (every child of the driver inherits TMPDIR, tesseract included).
     pub fn assert_nothing_left(&self, run: &Run) {
         let needle = self.path().to_string_lossy().into_owned();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -272,7 +357,8 @@ pub fn live_processes_mentioning(needle: &str) -> Vec<i32> {
     for entry in entries.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        if !String::from_utf8_lossy(&cmdline).contains(needle) {
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(needle) && !String::from_utf8_lossy(&environ).contains(needle) {
             continue;
         }
         let zombie = std::fs::read_to_string(entry.path().join("stat"))

@@ -18,6 +18,7 @@ mod network;
 mod python;
 mod repl;
 mod screen;
+mod signals;
 mod start_script;
 mod telemetry;
 mod templates;

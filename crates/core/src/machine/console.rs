@@ -77,6 +77,41 @@ impl LineSplitter {
     }
 }
 
+/// A console line that means the backdoor shell is gone although QEMU still runs: nothing
+/// would ever answer the command in flight, which upstream then waits for until its timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestFault {
+    /// The kernel panicked (NixOS boots with `panic=1`: the guest reboots a second later).
+    KernelPanic(String),
+    /// systemd reports the end of `backdoor.service` (NixOS forwards the journal to the
+    /// serial console).
+    BackdoorExited(String),
+}
+
+impl std::fmt::Display for GuestFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GuestFault::KernelPanic(line) => write!(f, "the guest kernel panicked: {line}"),
+            GuestFault::BackdoorExited(line) => write!(f, "the backdoor shell exited: {line}"),
+        }
+    }
+}
+
+/// The fault a console line reports, if any.
+pub fn fault_in(line: &str) -> Option<GuestFault> {
+    const BACKDOOR_ENDED: [&str; 3] = [
+        "backdoor.service: Main process exited",
+        "backdoor.service: Deactivated successfully",
+        "backdoor.service: Failed with result",
+    ];
+    // Quote the message, not the kernel's timestamp before it.
+    let from = |needle: &str| line.find(needle).map(|at| line[at..].to_owned());
+    if let Some(message) = from("Kernel panic - not syncing") {
+        return Some(GuestFault::KernelPanic(message));
+    }
+    BACKDOOR_ENDED.iter().find_map(|needle| from(needle)).map(GuestFault::BackdoorExited)
+}
+
 /// A machine's console log since its last start.
 #[derive(Debug)]
 pub struct Console {
@@ -85,11 +120,18 @@ pub struct Console {
     count: watch::Sender<usize>,
     /// How many lines `wait_for_console_text` has consumed (upstream's shared queue).
     cursor: Mutex<usize>,
+    /// The last fault seen on the console; commands in flight watch it.
+    fault: watch::Sender<Option<GuestFault>>,
 }
 
 impl Default for Console {
     fn default() -> Self {
-        Console { lines: Mutex::new(Vec::new()), count: watch::Sender::new(0), cursor: Mutex::new(0) }
+        Console {
+            lines: Mutex::new(Vec::new()),
+            count: watch::Sender::new(0),
+            cursor: Mutex::new(0),
+            fault: watch::Sender::new(None),
+        }
     }
 }
 
@@ -106,6 +148,7 @@ impl Console {
         self.lock().clear();
         self.set_cursor(0);
         self.count.send_replace(0);
+        self.fault.send_replace(None);
     }
 
     /// The first line `wait_for_console_text` has not consumed yet. Upstream's waits take
@@ -126,6 +169,9 @@ impl Console {
     }
 
     fn push(&self, line: String) {
+        if let Some(fault) = fault_in(&line) {
+            self.fault.send_replace(Some(fault));
+        }
         let mut lines = self.lock();
         lines.push(line);
         let n = lines.len();
@@ -153,6 +199,11 @@ impl Console {
     /// A receiver that changes whenever a line arrives.
     pub fn subscribe(&self) -> watch::Receiver<usize> {
         self.count.subscribe()
+    }
+
+    /// A receiver that changes whenever a [`GuestFault`] line arrives.
+    pub fn subscribe_faults(&self) -> watch::Receiver<Option<GuestFault>> {
+        self.fault.subscribe()
     }
 }
 
@@ -213,6 +264,36 @@ mod tests {
         let lines = splitter.push(&vec![b'x'; MAX_LINE * 2 + 5]);
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l.len() == MAX_LINE));
+    }
+
+    #[test]
+    fn faults_are_recognised_and_quoted_without_timestamps() {
+        assert_eq!(
+            fault_in("[   12.034567] Kernel panic - not syncing: sysrq triggered crash"),
+            Some(GuestFault::KernelPanic("Kernel panic - not syncing: sysrq triggered crash".into()))
+        );
+        let exited = "systemd[1]: backdoor.service: Main process exited, code=killed, status=9/KILL";
+        assert_eq!(
+            fault_in(exited),
+            Some(GuestFault::BackdoorExited(
+                "backdoor.service: Main process exited, code=killed, status=9/KILL".into()
+            ))
+        );
+        assert!(fault_in("[  OK  ] Started backdoor.service.").is_none());
+        assert!(fault_in("kernel: panic=1 on the command line").is_none());
+    }
+
+    #[test]
+    fn a_fault_line_is_published_and_a_new_boot_forgets_it() {
+        let console = Console::default();
+        let mut faults = console.subscribe_faults();
+        console.push("booting".into());
+        assert!(!faults.has_changed().unwrap_or(true));
+        console.push("Kernel panic - not syncing: Attempted to kill init!".into());
+        assert!(faults.has_changed().unwrap_or(false));
+        assert!(matches!(*faults.borrow_and_update(), Some(GuestFault::KernelPanic(_))));
+        console.clear();
+        assert!(faults.borrow_and_update().is_none());
     }
 
     #[test]

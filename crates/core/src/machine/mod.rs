@@ -939,25 +939,60 @@ impl Machine {
                 &format!("ignoring output printed after an earlier command had ended: {}", log::bytes_repr(shown)),
             );
         }
+        // Only a fault printed after the command was sent concerns it.
+        let mut faults = self.inner.console.subscribe_faults();
+        faults.borrow_and_update();
         let sent = shell.send(&frame).await;
         let reply = match sent {
             Ok(()) if !options.check_output => return Ok((-2, Vec::new())),
-            Ok(()) => match options.timeout {
-                None => shell.receive().await,
-                Some(timeout) => {
-                    let waited = timeout + HOST_GRACE;
-                    match tokio::time::timeout(waited, shell.receive()).await {
-                        Ok(reply) => reply,
-                        Err(_) => {
+            Ok(()) => {
+                let waited = options.timeout.map(|timeout| timeout + HOST_GRACE);
+                let receive = async {
+                    match waited {
+                        None => Some(shell.receive().await),
+                        Some(waited) => tokio::time::timeout(waited, shell.receive()).await.ok(),
+                    }
+                };
+                let fault = async {
+                    loop {
+                        if faults.changed().await.is_err() {
+                            return std::future::pending().await;
+                        }
+                        if let Some(fault) = faults.borrow_and_update().clone() {
+                            return fault;
+                        }
+                    }
+                };
+                tokio::select! {
+                    reply = receive => match reply {
+                        Some(reply) => reply,
+                        None => {
                             return Err(Error::GuestHung {
                                 machine: name.clone(),
                                 command: command.to_owned(),
-                                waited,
+                                waited: waited.unwrap_or_default(),
                             });
                         }
+                    },
+                    fault = fault => {
+                        // The shell that owed the reply is gone: the next command waits for a
+                        // new one (after the reboot that `panic=1` causes, say).
+                        let partial_output = shell.partial_output();
+                        drop(shell);
+                        self.mark_disconnected();
+                        if !options.check_return {
+                            return Ok((-1, partial_output));
+                        }
+                        // QEMU still runs; let the console pump log the lines after the fault.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        return Err(Error::ShellDisconnected {
+                            machine: name.clone(),
+                            context: format!("while running `{command}` ({fault})"),
+                            serial_tail: self.inner.console.tail(TAIL_LINES),
+                        });
                     }
                 }
-            },
+            }
             Err(e) => Err(e),
         };
         drop(shell);
@@ -1158,6 +1193,26 @@ impl Machine {
         log::info(None, &format!("kill QemuMachine (pid {})", running.child.pid()));
         running.child.stop(STOP_GRACE).await;
         self.finish_run(&running).await;
+    }
+
+    /// Remove the machine's state directory unless its state is to be kept, after it was
+    /// released: without `--keep-machine-state` the next run would wipe it anyway, and a
+    /// disk image left in `TMPDIR` by every run adds up. The shared directory goes too once
+    /// no machine uses it.
+    pub fn discard_state(&self) {
+        if self.inner.keep_machine_state || lock(&self.inner.running).is_some() {
+            return;
+        }
+        match std::fs::remove_dir_all(&self.inner.state_dir) {
+            Ok(()) => log::debug(Some(&self.inner.name), &format!("removed {}", self.inner.state_dir.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warning(
+                Some(&self.inner.name),
+                &format!("cannot remove the state directory {}: {e}", self.inner.state_dir.display()),
+            ),
+        }
+        // Fails, as it should, while another machine's files are still in it.
+        let _ = std::fs::remove_dir(&self.inner.shared_dir);
     }
 
     /// Kill QEMU's process group now, without waiting (for a global timeout or a signal

@@ -333,6 +333,11 @@ impl Shell {
         }
     }
 
+    /// What the command in flight has printed so far (its reply has not ended yet).
+    pub fn partial_output(&self) -> Vec<u8> {
+        self.pending.as_ref().map(|decoder| decoder.partial_output().to_vec()).unwrap_or_default()
+    }
+
     /// Write one line unframed and read back the first line the shell prints (without its
     /// newline). The line must make the shell print exactly one line, or later replies are
     /// misread: this is for measuring the channel and upstream's framing, not for commands.
