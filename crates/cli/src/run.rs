@@ -216,9 +216,29 @@ fn run_script(
         Err(e) => {
             // Not an assertion nor a machine error: upstream lets Python print the traceback.
             e.print(py);
+            if let Some(hint) = undefined_name_hint(py, native, &e) {
+                log::test_error(&hint);
+            }
             Outcome::Failed(exit::TEST_FAILED)
         }
     }
+}
+
+/// For a `NameError`, the machine names the script could have meant: a misspelt machine is
+/// the usual cause, and the traceback alone does not say which names exist.
+fn undefined_name_hint(py: Python<'_>, native: &Py<ntd_python::driver::Driver>, error: &PyErr) -> Option<String> {
+    if !error.is_instance_of::<pyo3::exceptions::PyNameError>(py) {
+        return None;
+    }
+    let name: String = error.value(py).getattr("name").ok()?.extract().ok()?;
+    let machines: Vec<String> =
+        native.get().core().machines().iter().map(|m| ntd_core::config::pythonize_name(m.name())).collect();
+    let known = if machines.is_empty() {
+        "there are no machines".to_owned()
+    } else {
+        format!("the machines are: {}", machines.join(", "))
+    };
+    Some(format!("`{name}` is not defined in the test script; {known}"))
 }
 
 /// The status a `SystemExit` asks for, as Python computes it.
