@@ -15,6 +15,7 @@ mod faults;
 mod globals;
 mod harness;
 mod interfaces;
+mod load;
 mod network;
 mod python;
 mod repl;
