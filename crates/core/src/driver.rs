@@ -245,6 +245,17 @@ impl Driver {
             for machine in self.machines.iter().chain(extra) {
                 machine.discard_state();
             }
+            // The directory all machines share (`/tmp/shared`) is this run's too.
+            let machines = || self.machines.iter().chain(extra);
+            if !machines().any(Machine::keep_machine_state) {
+                for shared in machines().map(Machine::shared_dir).collect::<std::collections::BTreeSet<_>>() {
+                    if let Err(e) = std::fs::remove_dir_all(shared)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        log::warning(None, &format!("cannot remove {}: {e}", shared.display()));
+                    }
+                }
+            }
         }
         .instrument(span)
         .await;

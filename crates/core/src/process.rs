@@ -66,9 +66,12 @@ impl Child {
     pub async fn spawn(mut command: Command) -> io::Result<Child> {
         let driver_pid = std::process::id();
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (setpgid, prctl, getppid).
+        // async-signal-safe system calls (umask, setpgid, prctl, getppid).
         unsafe {
             command.pre_exec(move || {
+                // What children create (QEMU's QMP socket, a start script's disk image and
+                // shared directories) is the user's alone.
+                libc::umask(0o077);
                 if libc::setpgid(0, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }

@@ -20,6 +20,7 @@ mod network;
 mod python;
 mod repl;
 mod screen;
+mod security;
 mod signals;
 mod start_script;
 mod telemetry;

@@ -676,7 +676,14 @@ impl Machine {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(start_error(&format!("remove the stale socket {}", path.display()), e)),
             }
-            UnixListener::bind(path).map_err(|e| start_error(&format!("listen on {}", path.display()), e))
+            let listener =
+                UnixListener::bind(path).map_err(|e| start_error(&format!("listen on {}", path.display()), e))?;
+            // Whoever connects to the shell socket is root in the guest: owner only, as the
+            // state directory around it.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| start_error(&format!("make {} private", path.display()), e))?;
+            Ok(listener)
         };
         let monitor_listener = listen(&inner.monitor_path)?;
         let shell_listener = listen(&inner.shell_path)?;
@@ -1197,8 +1204,7 @@ impl Machine {
 
     /// Remove the machine's state directory unless its state is to be kept, after it was
     /// released: without `--keep-machine-state` the next run would wipe it anyway, and a
-    /// disk image left in `TMPDIR` by every run adds up. The shared directory goes too once
-    /// no machine uses it.
+    /// disk image left in `TMPDIR` by every run adds up.
     pub fn discard_state(&self) {
         if self.inner.keep_machine_state || lock(&self.inner.running).is_some() {
             return;
@@ -1211,8 +1217,6 @@ impl Machine {
                 &format!("cannot remove the state directory {}: {e}", self.inner.state_dir.display()),
             ),
         }
-        // Fails, as it should, while another machine's files are still in it.
-        let _ = std::fs::remove_dir(&self.inner.shared_dir);
     }
 
     /// Kill QEMU's process group now, without waiting (for a global timeout or a signal

@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use super::shell::shlex_quote;
+
 /// The sockets and directories one machine uses.
 #[derive(Debug, Clone)]
 pub struct StartPaths<'a> {
@@ -48,12 +50,15 @@ impl StartCommand {
     /// `display_available` is upstream's check for `DISPLAY`/`WAYLAND_DISPLAY`; without a
     /// display QEMU gets `-nographic`.
     pub fn command_line(&self, paths: &StartPaths<'_>, allow_reboot: bool, display_available: bool) -> String {
+        // Upstream pastes the paths in as they are; ntd quotes each argument for the shell and
+        // doubles commas for QEMU's option parser, so any TMPDIR works.
+        let qemu_path = |path: &Path| path.display().to_string().replace(',', ",,");
         let mut line = format!(
-            "{} -qmp unix:{},server=on,wait=off -monitor unix:{} -chardev socket,id=shell,path={}",
+            "{} -qmp {} -monitor {} -chardev {}",
             self.command,
-            paths.qmp.display(),
-            paths.monitor.display(),
-            paths.shell.display(),
+            shlex_quote(&format!("unix:{},server=on,wait=off", qemu_path(paths.qmp))),
+            shlex_quote(&format!("unix:{}", qemu_path(paths.monitor))),
+            shlex_quote(&format!("socket,id=shell,path={}", qemu_path(paths.shell))),
         );
         line.push_str(" -device virtio-serial -device virtconsole,chardev=shell -device virtio-rng-pci -serial stdio");
         if !allow_reboot {
@@ -101,10 +106,11 @@ impl StartCommand {
     }
 
     /// The script to check for existence: the first word of the command, if it is a path.
-    /// Commands with shell syntax before the script (`FOO=1 run-x-vm`) are not checked.
+    /// Commands with shell syntax before or in the script's path (`FOO=1 run-x-vm`, a quoted
+    /// path with spaces) are not checked: the shell that runs them decides.
     pub fn script_path(&self) -> Option<&Path> {
         let first = self.command.split_whitespace().next()?;
-        if first.contains('=') || !first.contains('/') {
+        if first.contains(['=', '\'', '"', '\\', '$', '`']) || !first.contains('/') {
             return None;
         }
         Some(Path::new(first))
@@ -138,6 +144,25 @@ mod tests {
     }
 
     #[test]
+    fn odd_paths_are_quoted_for_the_shell_and_for_qemu() {
+        let paths = StartPaths {
+            state_dir: Path::new("/t m'p,x/vm-state-m"),
+            shared_dir: Path::new("/t m'p,x/shared-xchg"),
+            monitor: Path::new("/t m'p,x/vm-state-m/monitor"),
+            qmp: Path::new("/t m'p,x/vm-state-m/qmp"),
+            shell: Path::new("/t m'p,x/vm-state-m/shell"),
+        };
+        let line = StartCommand::new("run-m-vm").command_line(&paths, true, true);
+        assert_eq!(
+            line,
+            "run-m-vm -qmp 'unix:/t m'\"'\"'p,,x/vm-state-m/qmp,server=on,wait=off' \
+             -monitor 'unix:/t m'\"'\"'p,,x/vm-state-m/monitor' \
+             -chardev 'socket,id=shell,path=/t m'\"'\"'p,,x/vm-state-m/shell' -device virtio-serial \
+             -device virtconsole,chardev=shell -device virtio-rng-pci -serial stdio"
+        );
+    }
+
+    #[test]
     fn relative_scripts_become_absolute() {
         let base = Path::new("/work");
         assert_eq!(StartCommand::new("bin/run-a-vm -m 1").absolutized(base).as_str(), "/work/bin/run-a-vm -m 1");
@@ -151,5 +176,6 @@ mod tests {
         assert_eq!(StartCommand::new("./run-a-vm").script_path(), Some(Path::new("./run-a-vm")));
         assert_eq!(StartCommand::new("FOO=1 /x/run-a-vm").script_path(), None);
         assert_eq!(StartCommand::new("qemu-system-x86_64 -m 1").script_path(), None);
+        assert_eq!(StartCommand::new("'/a b/run-a-vm'").script_path(), None);
     }
 }
