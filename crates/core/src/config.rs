@@ -251,7 +251,11 @@ pub fn format_seconds(duration: Duration) -> String {
 /// The machine name upstream derives from a start command: the `(.+)` of the leftmost match of
 /// `run-(.+)-vm$`, or `machine`.
 pub fn machine_name_from_command(command: &str) -> String {
-    if let Some(stem) = command.strip_suffix("-vm") {
+    // In Python's regex `.` stops at a newline and `$` also matches before a final one: the
+    // match can only be on the last line.
+    let command = command.strip_suffix('\n').unwrap_or(command);
+    let last_line = command.rsplit('\n').next().unwrap_or(command);
+    if let Some(stem) = last_line.strip_suffix("-vm") {
         // Leftmost `run-` with at least one character between it and the `-vm` suffix.
         let mut search = 0;
         while let Some(offset) = stem[search..].find("run-") {
@@ -366,6 +370,11 @@ mod tests {
         assert_eq!(machine_name_from_command("/a/run-x-vm/bin/run-y-vm"), "x-vm/bin/run-y");
         assert_eq!(machine_name_from_command("/bin/qemu-system-x86_64 -m 512"), "machine");
         assert_eq!(machine_name_from_command("run--vm"), "machine");
+        // Python's `.` does not match a newline, and its `$` matches before a final one.
+        assert_eq!(machine_name_from_command("/bin/run-a\nb-vm"), "machine");
+        assert_eq!(machine_name_from_command("run-a-vm\n/bin/run-b-vm"), "b");
+        assert_eq!(machine_name_from_command("/bin/run-a-vm\n"), "a");
+        assert_eq!(machine_name_from_command("/bin/run-a-vm\n\n"), "machine");
     }
 
     #[test]

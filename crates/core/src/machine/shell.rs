@@ -143,7 +143,23 @@ impl Frame {
     pub fn decoder(&self) -> ReplyDecoder {
         ReplyDecoder::new(&self.nonce)
     }
+
+    /// The bytes the guest shell prints in reply to this frame: `output`, then the status line.
+    /// The nonce is private so that nothing else can end a reply; this exists so tests and the
+    /// fuzz targets can play the guest.
+    #[doc(hidden)]
+    pub fn reply_for(&self, output: &[u8], status: i32) -> Vec<u8> {
+        let mut reply = Vec::with_capacity(output.len() + 30);
+        reply.extend_from_slice(output);
+        reply.push(b'\n');
+        reply.extend_from_slice(&self.nonce);
+        reply.extend_from_slice(format!(" {status}\n").as_bytes());
+        reply
+    }
 }
+
+/// The longest status text accepted: `%d` of any `i32` is at most 11 bytes.
+const MAX_STATUS_LEN: usize = 16;
 
 /// A complete reply: the command's stdout and exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,8 +208,11 @@ impl ReplyDecoder {
         }
         let Some(at) = self.found else { return Ok(None) };
         let status_start = at + self.terminator.len();
-        let Some(newline) = memchr::memchr(b'\n', &self.buf[status_start..]) else {
-            if self.buf.len() - status_start > 16 {
+        // Look for the newline only as far as a status can reach, so that a longer line is
+        // malformed however the reads split it.
+        let status_end = self.buf.len().min(status_start + MAX_STATUS_LEN + 1);
+        let Some(newline) = memchr::memchr(b'\n', &self.buf[status_start..status_end]) else {
+            if self.buf.len() - status_start > MAX_STATUS_LEN {
                 return Err(MalformedReply(String::from_utf8_lossy(&self.buf[status_start..]).into_owned()));
             }
             return Ok(None);
@@ -478,6 +497,17 @@ mod tests {
     }
 
     #[test]
+    fn reply_for_is_what_the_guest_prints() {
+        let frame = Frame::new("x", None, None).expect("frame");
+        for (output, status) in [(&b""[..], 0), (&b"a\nb\xff"[..], 7), (&b"\n"[..], -1)] {
+            assert_eq!(frame.reply_for(output, status), reply_stream(&frame, output, status));
+            let (reply, rest) = frame.decoder().push(&frame.reply_for(output, status)).expect("ok").expect("complete");
+            assert_eq!(reply, Reply { status, output: output.to_vec() });
+            assert!(rest.is_empty());
+        }
+    }
+
+    #[test]
     fn bytes_after_the_reply_are_returned() {
         let frame = Frame::new("x", None, None).expect("frame");
         let mut stream = reply_stream(&frame, b"out", 0);
@@ -495,6 +525,31 @@ mod tests {
         let (reply, _) = frame.decoder().push(&reply_stream(&frame, &inner, 0)).expect("ok").expect("complete");
         assert_eq!(reply.output, inner);
         assert_eq!(reply.status, 0);
+    }
+
+    #[test]
+    fn a_long_status_line_is_malformed_in_any_chunking() {
+        let frame = Frame::new("x", None, None).expect("frame");
+        let status_line = frame.reply_for(b"", 0);
+        let terminator = &status_line[..status_line.len() - 2];
+        for (status, expected) in [("0000000000000007", Some(7)), ("00000000000000007", None)] {
+            let stream = [terminator, status.as_bytes(), b"\n"].concat();
+            for chunk_size in [1, stream.len()] {
+                let mut decoder = frame.decoder();
+                let mut result = Ok(None);
+                for chunk in stream.chunks(chunk_size) {
+                    result = decoder.push(chunk);
+                    if !matches!(result, Ok(None)) {
+                        break;
+                    }
+                }
+                let status_got = result.map(|r| r.map(|(reply, _)| reply.status));
+                match expected {
+                    Some(status) => assert_eq!(status_got, Ok(Some(status)), "chunk size {chunk_size}"),
+                    None => assert!(status_got.is_err(), "{status}, chunk size {chunk_size}: {status_got:?}"),
+                }
+            }
+        }
     }
 
     #[test]
