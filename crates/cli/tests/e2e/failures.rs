@@ -55,6 +55,7 @@ fn global_timeout_interrupts_a_guest_command() {
     run.assert_stderr_contains("machine: must succeed: sleep 600");
     run.assert_stderr_contains("timeout reached; test terminating...");
     run.assert_stderr_contains("!!! the test was stopped by its global timeout (20 seconds)");
+    scenario.assert_state_removed(&run);
 }
 
 #[test]

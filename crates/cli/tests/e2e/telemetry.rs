@@ -507,3 +507,23 @@ fn a_failing_command_is_an_error_span_in_a_real_collector_over_http() {
     assert_eq!(failed.status, StatusCode::Error);
     assert!(failed.status_message.contains("exit code 3"), "{failed:#?}");
 }
+
+#[test]
+fn spans_are_flushed_when_sigterm_stops_a_command() {
+    let collector = Collector::start(Protocol::Grpc);
+    let mut scenario = Scenario::new();
+    let script = scenario.machine("machine", Tier::Smoke, &[]);
+    let mut command = exporting(&scenario, &collector, "grpc", "terminated");
+    let test = scenario.write("test.py", "machine.succeed('true')\nmachine.succeed('sleep 60')\n");
+    command.arg(&test).arg("--start-scripts").arg(&script);
+    let run = scenario.run_signalled(command, "must succeed: sleep 60", None, libc::SIGTERM, SMOKE_LIMIT);
+    run.assert_status(143);
+
+    let trace = collector.wait_for_span("nixos-test terminated", Duration::from_secs(30));
+    let root = trace.one("nixos-test terminated");
+    assert_eq!(root.attributes["test.outcome"], "terminated");
+    assert_eq!(root.status, StatusCode::Error);
+    let interrupted = trace.one_with("machine.succeed", "command", "sleep 60");
+    trace.assert_parent(interrupted, "nixos-test terminated");
+    assert_eq!(interrupted.status, StatusCode::Error);
+}
