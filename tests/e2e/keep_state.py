@@ -1,4 +1,4 @@
-# Run three times by crates/cli/tests/e2e/start_script.rs: the state directory (and the
+# Run four times by crates/cli/tests/e2e/start_script.rs: the state directory (and the
 # guest's /tmp/xchg in it) survives a run only with --keep-machine-state.
 import os
 

@@ -33,10 +33,18 @@ fn keep_machine_state_keeps_the_state_directory() {
         run.assert_status(0);
         run
     };
+    let state_dir = scenario.tmp_dir().join("vm-state-machine");
+    // Without -K the state is removed when the run ends (upstream: when the next run starts).
     let first = run_with("fresh", false);
     first.assert_stderr_contains("Machine state will be reset. To keep it, pass --keep-machine-state");
+    assert!(!state_dir.exists(), "the state outlived a run without -K:\n{}", first.stderr);
+    // With -K it outlives the run, and the next run with -K finds it.
+    run_with("fresh", true);
+    assert!(state_dir.is_dir(), "-K did not keep the state directory");
     let kept = run_with("kept", true);
     assert!(!kept.stderr.contains("Machine state will be reset"), "{}", kept.stderr);
+    // A run without -K starts from scratch.
     let wiped = run_with("fresh", false);
     wiped.assert_stderr_contains("machine: deleting machine state directory ");
+    assert!(!state_dir.exists(), "the state outlived a run without -K:\n{}", wiped.stderr);
 }
