@@ -81,3 +81,4 @@ with subtest("odd paths"):
     machine.succeed("mkdir -p /tmp/shared/out && echo data > /tmp/shared/out/file")
     machine.copy_from_vm("/tmp/shared/out/file", "copied")
     assert (machine.out_dir / "copied" / "file").read_text() == "data\n"
+    machine.succeed("rm -r /tmp/shared/out")

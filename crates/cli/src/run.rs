@@ -115,7 +115,7 @@ fn run(resolved: Resolved) -> i32 {
         eprintln!("nixos-test-driver: error: cannot start the Python interpreter: {e}");
         return exit::USAGE;
     }
-    if let Err(e) = ntd_python::driver::stop_on_sigterm() {
+    if let Err(e) = ntd_python::driver::stop_on_sigterm(resolved.interactive) {
         eprintln!("nixos-test-driver: error: cannot handle SIGTERM: {e}");
         return exit::USAGE;
     }
@@ -224,21 +224,37 @@ fn run_script(
     }
 }
 
-/// For a `NameError`, the machine names the script could have meant: a misspelt machine is
-/// the usual cause, and the traceback alone does not say which names exist.
+/// For a `NameError` naming something close to a machine's name, that name: a misspelt
+/// machine is a common mistake, and the traceback does not say which names exist.
 fn undefined_name_hint(py: Python<'_>, native: &Py<ntd_python::driver::Driver>, error: &PyErr) -> Option<String> {
     if !error.is_instance_of::<pyo3::exceptions::PyNameError>(py) {
         return None;
     }
     let name: String = error.value(py).getattr("name").ok()?.extract().ok()?;
-    let machines: Vec<String> =
-        native.get().core().machines().iter().map(|m| ntd_core::config::pythonize_name(m.name())).collect();
-    let known = if machines.is_empty() {
-        "there are no machines".to_owned()
-    } else {
-        format!("the machines are: {}", machines.join(", "))
-    };
-    Some(format!("`{name}` is not defined in the test script; {known}"))
+    let machine = native
+        .get()
+        .core()
+        .machines()
+        .iter()
+        .map(|m| ntd_core::config::pythonize_name(m.name()))
+        .filter(|machine| edit_distance(&name, machine) <= 2)
+        .min_by_key(|machine| edit_distance(&name, machine))?;
+    Some(format!("`{name}` is not defined in the test script; did you mean the machine `{machine}`?"))
+}
+
+/// Levenshtein distance, over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// The status a `SystemExit` asks for, as Python computes it.
@@ -265,5 +281,18 @@ fn flush_python_output(py: Python<'_>) {
                 let _ = stream.call_method0("flush");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("servr", "server"), 1);
+        assert_eq!(edit_distance("client1", "client2"), 1);
+        assert_eq!(edit_distance("", "ab"), 2);
+        assert_eq!(edit_distance("os", "server"), 6);
     }
 }

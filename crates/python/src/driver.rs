@@ -189,19 +189,35 @@ pub fn terminated_by() -> Option<i32> {
 /// boot, a command or `time.sleep`), then the machines are stopped, state directories
 /// cleaned and reports written, and the process exits 143. Without it, SIGTERM would end
 /// the process at once: the machines die with it (parent-death signal) but nothing is
-/// written. For the `nixos-test-driver` binary; a library user owns their signals.
-pub fn stop_on_sigterm() -> std::io::Result<()> {
+/// written. A script that swallows the interruption (the interactive prompt does) is given
+/// [`TIMEOUT_GRACE`], or until a second SIGTERM; then the reports are written and the process
+/// exits 143 regardless, its children dying with it. For the `nixos-test-driver` binary; a
+/// library user owns their signals.
+pub fn stop_on_sigterm(interactive: bool) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terms = {
         let _guard = crate::runtime::runtime().enter();
         signal(SignalKind::terminate())?
     };
     crate::runtime::runtime().spawn(async move {
-        while terms.recv().await.is_some() {
-            TERMINATED_BY.store(libc::SIGTERM, Ordering::SeqCst);
-            log::warning(None, "received SIGTERM; stopping the test");
-            interrupt_main_thread();
+        if terms.recv().await.is_none() {
+            return;
         }
+        TERMINATED_BY.store(libc::SIGTERM, Ordering::SeqCst);
+        log::warning(None, "received SIGTERM; stopping the test");
+        if !interactive {
+            interrupt_main_thread();
+            tokio::select! {
+                _ = terms.recv() => {}
+                _ = tokio::time::sleep(TIMEOUT_GRACE) => {}
+            }
+            log::error(None, "the test did not stop after SIGTERM; exiting");
+        }
+        log::end_open_spans("terminated by SIGTERM", "terminated");
+        if let Some(hook) = EXIT_HOOK.get() {
+            hook();
+        }
+        std::process::exit(128 + libc::SIGTERM);
     });
     Ok(())
 }

@@ -81,7 +81,7 @@ fn a_name_that_is_not_a_machine() {
     let run = scenario.run(&script, &[], SMOKE_LIMIT);
     run.assert_status(1);
     run.assert_stderr_contains("NameError: name 'servr' is not defined");
-    run.assert_stderr_contains("`servr` is not defined in the test script; the machines are: server");
+    run.assert_stderr_contains("`servr` is not defined in the test script; did you mean the machine `server`?");
 }
 
 #[test]

@@ -4,13 +4,20 @@
 
 use crate::harness::{DEBIAN_LIMIT, Run, SMOKE_LIMIT, Scenario, Tier};
 
+/// A guest-side wait until the command under test has started (it touches /tmp/running), so a
+/// fault injected after it hits that command, however slowly the host sends it.
+const RUNNING: &str = "until test -e /tmp/running; do sleep 0.1; done";
+
 /// Run `body` after booting one smoke-tier machine; `{kill}` in it starts a host process
 /// that SIGKILLs QEMU a second later.
 fn run_fault(body: &str) -> Run {
     let mut scenario = Scenario::new();
     scenario.machine("machine", Tier::Smoke, &[]);
     let kill = r#"subprocess.Popen(["sh", "-c", f"sleep 1; kill -9 {machine.pid}"])"#;
-    let script = format!("import subprocess\nstart_all()\nmachine.succeed('true')\n{}\n", body.replace("{kill}", kill));
+    let script = format!(
+        "import subprocess\nstart_all()\nmachine.succeed('true')\n{}\n",
+        body.replace("{kill}", kill).replace("{running}", RUNNING)
+    );
     let script = scenario.write("test.py", &script);
     let run = scenario.run(&script, &[], SMOKE_LIMIT);
     run.assert_status(1);
@@ -55,10 +62,11 @@ fn a_guest_that_powers_itself_off() {
 fn a_kernel_panic_during_a_command() {
     // QEMU keeps running (the guest reboots after `panic=1`): only the console tells.
     let run = run_fault(
-        "machine.execute('(sleep 1; echo c > /proc/sysrq-trigger) >/dev/null 2>&1 &')\nmachine.succeed('sleep 30')",
+        "machine.execute('({running}; echo c > /proc/sysrq-trigger) >/dev/null 2>&1 &')\n\
+         machine.succeed('touch /tmp/running; sleep 30')",
     );
     run.assert_stderr_contains(
-        "MachineError: machine: the backdoor shell disconnected while running `sleep 30` \
+        "MachineError: machine: the backdoor shell disconnected while running `touch /tmp/running; sleep 30` \
          (the guest kernel panicked: Kernel panic - not syncing: sysrq triggered crash)",
     );
 }
@@ -68,10 +76,12 @@ fn the_backdoor_shell_killed_on_the_smoke_tier() {
     // Without a guest-side timeout the command runs in the backdoor's own subshell, where
     // `$$` is the backdoor shell; the smoke tier's init powers off when it dies.
     let run = run_fault(
-        "machine.execute('(sleep 1; kill -9 $$) >/dev/null 2>&1 &', timeout=None)\nmachine.succeed('sleep 30')",
+        "machine.execute('({running}; kill -9 $$) >/dev/null 2>&1 &', timeout=None)\n\
+         machine.succeed('touch /tmp/running; sleep 30')",
     );
     run.assert_stderr_contains(
-        "MachineError: machine: the backdoor shell disconnected while running `sleep 30` (QEMU exited with exit code 0)",
+        "MachineError: machine: the backdoor shell disconnected while running `touch /tmp/running; sleep 30` \
+         (QEMU exited with exit code 0)",
     );
 }
 
@@ -79,6 +89,7 @@ fn the_backdoor_shell_killed_on_the_smoke_tier() {
 fn run_debian_fault(body: &str) -> Run {
     let mut scenario = Scenario::new();
     scenario.machine("machine", Tier::Debian, &[]);
+    let body = body.replace("{running}", RUNNING);
     let script = format!("import subprocess\nmachine.wait_for_unit('multi-user.target')\n{body}\n");
     let script = scenario.write("test.py", &script);
     let run = scenario.run(&script, &[], DEBIAN_LIMIT);
@@ -93,11 +104,11 @@ fn the_backdoor_service_killed_while_qemu_runs() {
     // systemd logs the end of backdoor.service to the console (as NixOS forwards the journal);
     // nothing else would ever answer the command in flight.
     let run = run_debian_fault(
-        "machine.execute('(sleep 1; systemctl kill --kill-who=main --signal=KILL backdoor.service) >/dev/null 2>&1 &')\n\
-         machine.succeed('sleep 60')",
+        "machine.execute('({running}; systemctl kill --kill-who=main --signal=KILL backdoor.service) \
+         >/dev/null 2>&1 &')\nmachine.succeed('touch /tmp/running; sleep 60')",
     );
     run.assert_stderr_contains(
-        "MachineError: machine: the backdoor shell disconnected while running `sleep 60` \
+        "MachineError: machine: the backdoor shell disconnected while running `touch /tmp/running; sleep 60` \
          (the backdoor shell exited: backdoor.service: Main process exited, code=killed, status=9/KILL)",
     );
 }

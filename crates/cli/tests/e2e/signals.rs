@@ -2,7 +2,8 @@
 //! per-command timeout: the test ends with the signal's exit status (130, 143), every QEMU,
 //! vde_switch and tesseract child is gone (the process table is checked by command line and
 //! by environment), the JUnit report and the XML log are complete, and the machines' state
-//! directories are removed unless `--keep-machine-state` asked to keep them.
+//! directories are removed unless `--keep-machine-state` asked to keep them. A script that
+//! swallows the interruption is ended by the next SIGTERM.
 
 use std::path::Path;
 
@@ -117,4 +118,24 @@ fn a_per_command_timeout_ends_the_command_and_the_test_cleans_up() {
     // busybox's timeout reports the TERM signal it sent (coreutils' says 124).
     run.assert_stderr_contains("RequestedAssertionFailed: command `sleep 60` failed (exit code 143)");
     scenario.assert_state_removed(&run);
+}
+
+#[test]
+fn a_script_that_swallows_sigterm_is_ended_by_the_next_one() {
+    // The script catches the interruption and carries on, as a supervisor's patience runs
+    // out it sends SIGTERM again (here the script sends it to itself).
+    let scenario = Scenario::new();
+    let script = scenario.write(
+        "test.py",
+        "import os, signal, time\nwith subtest(\"stubborn\"):\n    while True:\n        try:\n            time.sleep(30)\n        \
+         except BaseException:\n            log.info(\"swallowed\")\n            os.kill(os.getpid(), signal.SIGTERM)\n",
+    );
+    let mut command = scenario.command(&["--junit-xml", "report.xml"]);
+    command.arg(&script);
+    let run = scenario.run_signalled(command, "Test will time out", None, libc::SIGTERM, SMOKE_LIMIT);
+    run.assert_status(143);
+    run.assert_stderr_contains("swallowed");
+    run.assert_stderr_contains("the test did not stop after SIGTERM; exiting");
+    let junit = std::fs::read_to_string(scenario.out_dir().join("report.xml")).expect("the JUnit report");
+    assert!(junit.contains("stubborn"), "{junit}");
 }

@@ -97,19 +97,34 @@ impl std::fmt::Display for GuestFault {
     }
 }
 
-/// The fault a console line reports, if any.
+/// The fault a console line reports, if any. Only whole messages count: the kernel's (after
+/// its timestamp) and systemd's own (`systemd[1]: backdoor.service: …`, as journald forwards
+/// them), so a command that prints such text in the middle of a line (its stderr goes to the
+/// same console) or an old journal (`journalctl -b -1`, with dates) is not taken for one.
 pub fn fault_in(line: &str) -> Option<GuestFault> {
     const BACKDOOR_ENDED: [&str; 3] = [
         "backdoor.service: Main process exited",
         "backdoor.service: Deactivated successfully",
         "backdoor.service: Failed with result",
     ];
-    // Quote the message, not the kernel's timestamp before it.
-    let from = |needle: &str| line.find(needle).map(|at| line[at..].to_owned());
-    if let Some(message) = from("Kernel panic - not syncing") {
-        return Some(GuestFault::KernelPanic(message));
+    let message = strip_timestamp(line.trim_start());
+    if message.starts_with("Kernel panic - not syncing") {
+        return Some(GuestFault::KernelPanic(message.to_owned()));
     }
-    BACKDOOR_ENDED.iter().find_map(|needle| from(needle)).map(GuestFault::BackdoorExited)
+    let unit_message = message.strip_prefix("systemd[1]: ").unwrap_or(message);
+    BACKDOOR_ENDED
+        .iter()
+        .any(|needle| unit_message.starts_with(needle))
+        .then(|| GuestFault::BackdoorExited(unit_message.to_owned()))
+}
+
+/// `line` without a leading kernel timestamp (`[   12.345678] `).
+fn strip_timestamp(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix('[') else { return line };
+    match rest.split_once(']') {
+        Some((stamp, message)) if stamp.trim().chars().all(|c| c.is_ascii_digit() || c == '.') => message.trim_start(),
+        _ => line,
+    }
 }
 
 /// A machine's console log since its last start.
@@ -122,6 +137,8 @@ pub struct Console {
     cursor: Mutex<usize>,
     /// The last fault seen on the console; commands in flight watch it.
     fault: watch::Sender<Option<GuestFault>>,
+    /// How many faults were seen, so that one between two commands is noticed too.
+    fault_count: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Console {
@@ -131,6 +148,7 @@ impl Default for Console {
             count: watch::Sender::new(0),
             cursor: Mutex::new(0),
             fault: watch::Sender::new(None),
+            fault_count: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -149,6 +167,7 @@ impl Console {
         self.set_cursor(0);
         self.count.send_replace(0);
         self.fault.send_replace(None);
+        self.fault_count.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The first line `wait_for_console_text` has not consumed yet. Upstream's waits take
@@ -170,6 +189,7 @@ impl Console {
 
     fn push(&self, line: String) {
         if let Some(fault) = fault_in(&line) {
+            self.fault_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.fault.send_replace(Some(fault));
         }
         let mut lines = self.lock();
@@ -199,6 +219,16 @@ impl Console {
     /// A receiver that changes whenever a line arrives.
     pub fn subscribe(&self) -> watch::Receiver<usize> {
         self.count.subscribe()
+    }
+
+    /// How many [`GuestFault`] lines have arrived since the machine started.
+    pub fn fault_count(&self) -> u64 {
+        self.fault_count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The last [`GuestFault`] line, if any.
+    pub fn last_fault(&self) -> Option<GuestFault> {
+        self.fault.borrow().clone()
     }
 
     /// A receiver that changes whenever a [`GuestFault`] line arrives.
@@ -279,8 +309,16 @@ mod tests {
                 "backdoor.service: Main process exited, code=killed, status=9/KILL".into()
             ))
         );
+        assert_eq!(
+            fault_in("[   13.5] backdoor.service: Deactivated successfully."),
+            Some(GuestFault::BackdoorExited("backdoor.service: Deactivated successfully.".into()))
+        );
         assert!(fault_in("[  OK  ] Started backdoor.service.").is_none());
         assert!(fault_in("kernel: panic=1 on the command line").is_none());
+        // Text a command prints, or an old boot's journal, is not a fault.
+        assert!(fault_in("+ echo Kernel panic - not syncing").is_none());
+        assert!(fault_in("Dec 02 02:10:11 machine systemd[1]: backdoor.service: Deactivated successfully.").is_none());
+        assert!(fault_in("[  OK  ] Kernel panic - not syncing").is_none());
     }
 
     #[test]

@@ -430,6 +430,9 @@ struct Inner {
     running: Mutex<Option<Arc<Running>>>,
     booted: AtomicBool,
     connected: AtomicBool,
+    /// The console's fault count when the backdoor last connected: a fault after it means
+    /// the shell is gone, even if no command was running then.
+    faults_at_connect: std::sync::atomic::AtomicU64,
     /// Waits poll from the host while a polling condition is active (see `waits`).
     host_side_waits: AtomicBool,
     callbacks: Mutex<Vec<Callback>>,
@@ -535,6 +538,7 @@ impl Machine {
                 lifecycle: tokio::sync::Mutex::new(()),
                 running: Mutex::new(None),
                 booted: AtomicBool::new(false),
+                faults_at_connect: std::sync::atomic::AtomicU64::new(0),
                 connected: AtomicBool::new(false),
                 host_side_waits: AtomicBool::new(false),
                 callbacks: Mutex::new(Vec::new()),
@@ -894,6 +898,7 @@ impl Machine {
             self.log(&format!("(connecting took {:.2} seconds)", start.elapsed().as_secs_f64()));
             shell_phase.span.record("boot.duration_s", running.spawned_at.elapsed().as_secs_f64());
             shell_phase.done();
+            self.inner.faults_at_connect.store(self.inner.console.fault_count(), Ordering::SeqCst);
             self.inner.connected.store(true, Ordering::SeqCst);
             Ok(())
         })
@@ -946,18 +951,30 @@ impl Machine {
                 &format!("ignoring output printed after an earlier command had ended: {}", log::bytes_repr(shown)),
             );
         }
-        // Only a fault printed after the command was sent concerns it.
+        // A fault seen since the shell connected (between two commands, say) means nothing
+        // will read this command; one seen while it runs means no reply will come.
         let mut faults = self.inner.console.subscribe_faults();
         faults.borrow_and_update();
-        let sent = shell.send(&frame).await;
-        let reply = match sent {
-            Ok(()) if !options.check_output => return Ok((-2, Vec::new())),
-            Ok(()) => {
-                let waited = options.timeout.map(|timeout| timeout + HOST_GRACE);
-                let receive = async {
+        let earlier_fault = (self.inner.console.fault_count() != self.inner.faults_at_connect.load(Ordering::SeqCst))
+            .then(|| self.inner.console.last_fault())
+            .flatten();
+        let waited = options.timeout.map(|timeout| timeout + HOST_GRACE);
+        let outcome = match earlier_fault {
+            Some(fault) => Err((fault, "before running")),
+            None => {
+                // Sending may first drain the reply an earlier command still owes, so the
+                // timeout and the fault watch cover it too.
+                let exchange = async {
+                    shell.send(&frame).await?;
+                    if !options.check_output {
+                        return Ok(None);
+                    }
+                    shell.receive().await.map(Some)
+                };
+                let bounded = async {
                     match waited {
-                        None => Some(shell.receive().await),
-                        Some(waited) => tokio::time::timeout(waited, shell.receive()).await.ok(),
+                        None => Some(exchange.await),
+                        Some(waited) => tokio::time::timeout(waited, exchange).await.ok(),
                     }
                 };
                 let fault = async {
@@ -971,36 +988,41 @@ impl Machine {
                     }
                 };
                 tokio::select! {
-                    reply = receive => match reply {
-                        Some(reply) => reply,
-                        None => {
-                            return Err(Error::GuestHung {
-                                machine: name.clone(),
-                                command: command.to_owned(),
-                                waited: waited.unwrap_or_default(),
-                            });
-                        }
-                    },
-                    fault = fault => {
-                        // The shell that owed the reply is gone: the next command waits for a
-                        // new one (after the reboot that `panic=1` causes, say).
-                        let partial_output = shell.partial_output();
-                        drop(shell);
-                        self.mark_disconnected();
-                        if !options.check_return {
-                            return Ok((-1, partial_output));
-                        }
-                        // QEMU still runs; let the console pump log the lines after the fault.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        return Err(Error::ShellDisconnected {
-                            machine: name.clone(),
-                            context: format!("while running `{command}` ({fault})"),
-                            serial_tail: self.inner.console.tail(TAIL_LINES),
-                        });
-                    }
+                    // A reply already received wins over a fault printed after it.
+                    biased;
+                    exchanged = bounded => Ok(exchanged),
+                    fault = fault => Err((fault, "while running")),
                 }
             }
-            Err(e) => Err(e),
+        };
+        let reply = match outcome {
+            Ok(Some(Ok(None))) => return Ok((-2, Vec::new())),
+            Ok(Some(Ok(Some(reply)))) => Ok(reply),
+            Ok(Some(Err(e))) => Err(e),
+            Ok(None) => {
+                return Err(Error::GuestHung {
+                    machine: name.clone(),
+                    command: command.to_owned(),
+                    waited: waited.unwrap_or_default(),
+                });
+            }
+            Err((fault, when)) => {
+                // The shell that owed the reply is gone: the next command waits for a new one
+                // (after the reboot that `panic=1` causes, say).
+                let partial_output = shell.partial_output();
+                drop(shell);
+                self.mark_disconnected();
+                if !options.check_return {
+                    return Ok((-1, partial_output));
+                }
+                // QEMU still runs; let the console pump log the lines after the fault.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Err(Error::ShellDisconnected {
+                    machine: name.clone(),
+                    context: format!("{when} `{command}` ({fault})"),
+                    serial_tail: self.inner.console.tail(TAIL_LINES),
+                });
+            }
         };
         drop(shell);
         match reply {
