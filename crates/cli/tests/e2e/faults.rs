@@ -145,3 +145,16 @@ fn a_vde_switch_that_dies_stops_the_test() {
     assert!(!run.stderr.contains("Traceback"), "a traceback for a switch failure:\n{}", run.stderr);
     scenario.assert_state_removed(&run);
 }
+
+#[test]
+fn a_kernel_panic_between_commands_fails_the_next_one() {
+    // Nothing runs when the guest panics; the next command is not sent into the void.
+    let run = run_fault(
+        "machine.execute('(sleep 1; echo c > /proc/sysrq-trigger) >/dev/null 2>&1 &')\nimport time\ntime.sleep(4)\n\
+         machine.succeed('true')",
+    );
+    run.assert_stderr_contains(
+        "MachineError: machine: the backdoor shell disconnected before running `true` \
+         (the guest kernel panicked: Kernel panic - not syncing: sysrq triggered crash)",
+    );
+}
