@@ -220,18 +220,7 @@ impl Scenario {
             let _ = stderr.read_to_string(&mut text);
             text
         });
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for the driver") {
-                break status;
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                let stderr = err_reader.join().unwrap_or_default();
-                panic!("the driver hung: still running after {limit:?}\n--- stderr\n{stderr}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let Some(status) = wait_or_kill(&mut child, start, limit, || {}) else { hung(limit, err_reader) };
         let run = Run {
             status: status.code(),
             stdout: out_reader.join().unwrap_or_default(),
@@ -276,7 +265,7 @@ impl Scenario {
         });
         let needle = self.path().to_string_lossy().into_owned();
         let (mut triggered, mut signalled) = (false, false);
-        let status = loop {
+        let waited = wait_or_kill(&mut child, start, limit, || {
             while let Ok(line) = lines.try_recv() {
                 triggered |= line.contains(trigger);
             }
@@ -292,17 +281,8 @@ impl Scenario {
                 }
                 signalled = true;
             }
-            if let Some(status) = child.try_wait().expect("wait for the driver") {
-                break status;
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                let stderr = err_reader.join().unwrap_or_default();
-                panic!("the driver hung: still running after {limit:?}\n--- stderr\n{stderr}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        });
+        let Some(status) = waited else { hung(limit, err_reader) };
         let run = Run {
             status: status.code(),
             stdout: out_reader.join().unwrap_or_default(),
@@ -348,6 +328,34 @@ impl Scenario {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Wait for the driver, calling `tick` every 20 ms; kill it and return `None` once it has run
+/// longer than `limit` since `start` (the hang guard).
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    start: Instant,
+    limit: Duration,
+    mut tick: impl FnMut(),
+) -> Option<std::process::ExitStatus> {
+    loop {
+        tick();
+        if let Some(status) = child.try_wait().expect("wait for the driver") {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fail the test for a driver that [`wait_or_kill`] had to kill, with what it printed.
+fn hung(limit: Duration, err_reader: std::thread::JoinHandle<String>) -> ! {
+    let stderr = err_reader.join().unwrap_or_default();
+    panic!("the driver hung: still running after {limit:?}\n--- stderr\n{stderr}");
 }
 
 /// Pids of live (not zombie) processes whose command line contains `needle`.
