@@ -84,7 +84,7 @@ pub struct Driver {
     timer_started: AtomicBool,
     timed_out: Arc<AtomicBool>,
     /// Why the run was stopped from outside the script (a VLAN switch died), if it was.
-    fault: Arc<Mutex<Option<String>>>,
+    fault: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Driver {
@@ -113,7 +113,7 @@ impl Driver {
                 timer: Arc::new(Timer::default()),
                 timer_started: AtomicBool::new(false),
                 timed_out: Arc::new(AtomicBool::new(false)),
-                fault: Arc::new(Mutex::new(None)),
+                fault: Arc::new(std::sync::OnceLock::new()),
             },
         )
     }
@@ -135,10 +135,7 @@ impl Driver {
 
     /// Why the run was stopped from outside the script, if it was (a VLAN switch died).
     pub fn fault(&self) -> Option<String> {
-        match self.fault.lock() {
-            Ok(fault) => fault.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.fault.get().cloned()
     }
 
     /// Watch the VLAN switches: one that dies takes every machine's network with it, so the
@@ -150,10 +147,7 @@ impl Driver {
         crate::runtime::runtime().spawn(async move {
             let message = core.switch_failure().await;
             log::error(None, &message);
-            match fault.lock() {
-                Ok(mut fault) => *fault = Some(message),
-                Err(p) => *p.into_inner() = Some(message),
-            }
+            let _ = fault.set(message);
             interrupt_main_thread();
         });
     }
