@@ -14,8 +14,12 @@
 //! Because blocks are spans, the nesting follows the code (async tasks included) and an
 //! OpenTelemetry layer sees the same tree.
 
+#[cfg(test)]
+mod golden;
 pub mod junit;
 pub mod terminal;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod xml;
 
 use std::fmt;

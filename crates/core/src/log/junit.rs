@@ -227,6 +227,7 @@ mod tests {
 
     #[test]
     fn subtests_become_cases_and_main_comes_last() {
+        let _settings = crate::log::testing::defaults();
         let report = JunitReport::new();
         let subscriber = tracing_subscriber::registry().with(report.layer());
         tracing::subscriber::with_default(subscriber, || {

@@ -42,6 +42,12 @@ impl TerminalLayer {
         TerminalLayer { out: Mutex::new(Box::new(out)), color: false }
     }
 
+    /// A layer writing to `out` with colours, to test them.
+    #[cfg(test)]
+    pub(crate) fn coloured(out: impl Write + Send + 'static) -> TerminalLayer {
+        TerminalLayer { out: Mutex::new(Box::new(out)), color: true }
+    }
+
     fn write_line(&self, line: &str) {
         let mut out = match self.out.lock() {
             Ok(out) => out,
@@ -163,28 +169,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::log::testing::{self, Buffer};
     use tracing_subscriber::layer::SubscriberExt;
 
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("buffer lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     fn capture(f: impl FnOnce()) -> String {
+        let _settings = testing::defaults();
         let buffer = Buffer::default();
         let subscriber = tracing_subscriber::registry().with(TerminalLayer::to_writer(buffer.clone()));
         tracing::subscriber::with_default(subscriber, f);
-        let bytes = buffer.0.lock().expect("buffer lock").clone();
-        String::from_utf8(bytes).expect("utf-8 log")
+        buffer.text()
     }
 
     #[test]

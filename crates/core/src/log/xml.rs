@@ -172,6 +172,7 @@ mod tests {
     #[test]
     fn writes_upstreams_shape_and_stays_well_formed() {
         let dir = tempfile::tempdir().expect("temp dir");
+        let _settings = crate::log::testing::defaults();
         let path = dir.path().join("log.xml");
         let log = XmlLog::create(&path).expect("create");
         let subscriber = tracing_subscriber::registry().with(log.layer());
