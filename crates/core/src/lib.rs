@@ -4,7 +4,7 @@
 //! `run-<name>-vm` start scripts exactly as the upstream Python driver does, talks to them over
 //! the virtio-console backdoor shell, QMP and the HMP monitor, runs VLAN switches, and reports
 //! what it does as `tracing` spans and events (see [`log`]), which sinks turn into upstream's
-//! terminal log and, later, XML, JUnit and OpenTelemetry output.
+//! terminal log, XML log and JUnit report, and OpenTelemetry traces.
 //!
 //! The API is async (tokio). Every blocking operation takes a deadline or honours upstream's
 //! default one; every child process is supervised by [`process`] and reaped.

@@ -4,10 +4,8 @@
 
 use tracing_subscriber::layer::SubscriberExt;
 
-use super::junit::JunitReport;
 use super::terminal::TerminalLayer;
 use super::testing::{self, Buffer};
-use super::xml::XmlLog;
 use super::{LogLevel, set_level, set_print_serial};
 
 /// Lines, leveled lines at each level, serial lines, test errors, blocks with attributes,
@@ -200,22 +198,10 @@ const JUNIT: &str = "\
 #[test]
 fn every_sink_writes_upstreams_bytes() {
     let _settings = testing::defaults();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("log.xml");
-    let xml = XmlLog::create(&path).expect("create");
-    let junit = JunitReport::new();
-    let terminal = Buffer::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(TerminalLayer::to_writer(terminal.clone()))
-        .with(xml.layer())
-        .with(junit.layer());
-    tracing::subscriber::with_default(subscriber, scenario);
-    xml.finish().expect("finish");
-    let xml = std::fs::read_to_string(&path).expect("read");
-    let junit = junit.render();
-    assert_eq!(mask_times(&terminal.text()), TERMINAL);
-    assert_eq!(mask_times(&xml), XML);
-    assert_eq!(mask_times(&junit), JUNIT);
+    let out = testing::all_sinks(scenario);
+    assert_eq!(mask_times(&out.terminal), TERMINAL);
+    assert_eq!(mask_times(&out.xml), XML);
+    assert_eq!(mask_times(&out.junit), JUNIT);
 }
 
 #[test]

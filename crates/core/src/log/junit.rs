@@ -3,25 +3,24 @@
 //! One test case per `subtest` (its log lines in `system-out`, its error lines in
 //! `system-err`, a `failure` when it failed) and a last case `main` for the whole script and
 //! what was logged outside any subtest; all in one suite, "NixOS integration test". A case's
-//! time excludes the subtests nested in it, as upstream's does.
+//! time excludes the subtests nested in it, as upstream's does. What goes into a case is what
+//! upstream's `JunitXMLLogger` (`logger.py`) logged: a nested block adds only its message,
+//! with no `finished` line, and machines appear only in serial lines.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tracing::span::{Attributes, Id};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
-use tracing_subscriber::registry::LookupSpan;
-
+use super::LogLevel;
+use super::sink::{Block, BlockEnd, Line, LineKind, Sink, SinkLayer};
 use super::xml::escape;
-use super::{Fields, TARGET, field, span_name};
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Case {
     name: String,
-    started: Instant,
+    /// Seconds from the subtest's start to its end (`main`'s are taken when rendering).
     seconds: f64,
+    /// Seconds spent in the subtests nested in this case, which its own time excludes.
     nested_seconds: f64,
     stdout: String,
     stderr: String,
@@ -30,15 +29,20 @@ struct Case {
 
 impl Case {
     fn new(name: &str) -> Case {
-        Case {
-            name: name.to_owned(),
-            started: Instant::now(),
-            seconds: 0.0,
-            nested_seconds: 0.0,
-            stdout: String::new(),
-            stderr: String::new(),
-            failed: false,
-        }
+        Case { name: name.to_owned(), ..Case::default() }
+    }
+
+    /// Upstream's `log`: a line of the case's `system-out`.
+    fn out(&mut self, line: &str) {
+        self.stdout.push_str(line);
+        self.stdout.push('\n');
+    }
+
+    /// Upstream's `error`: a line of the case's `system-err`, which fails the case.
+    fn err(&mut self, line: &str) {
+        self.stderr.push_str(line);
+        self.stderr.push('\n');
+        self.failed = true;
     }
 }
 
@@ -52,8 +56,8 @@ struct Report {
 
 impl Report {
     fn current(&mut self) -> &mut Case {
-        match self.open.last() {
-            Some(&index) => &mut self.cases[index],
+        match self.open.last().and_then(|&index| self.cases.get_mut(index)) {
+            Some(case) => case,
             None => &mut self.main,
         }
     }
@@ -62,36 +66,32 @@ impl Report {
 /// A JUnit report being collected; write it with [`JunitReport::write`].
 #[derive(Debug)]
 pub struct JunitReport {
+    /// When the `main` case started.
+    started: Instant,
     report: Mutex<Report>,
 }
 
-/// Case `id`'s subtest index, kept in the span's extensions.
-struct SubtestIndex(usize);
+/// The `tracing` layer of a [`JunitReport`].
+pub type JunitLayer = SinkLayer<Arc<JunitReport>>;
 
 impl JunitReport {
     /// An empty report; its `main` case starts now.
     pub fn new() -> Arc<JunitReport> {
         Arc::new(JunitReport {
+            started: Instant::now(),
             report: Mutex::new(Report { main: Case::new("main"), cases: Vec::new(), open: Vec::new() }),
         })
     }
 
     /// The layer that collects into this report.
     pub fn layer(self: &Arc<Self>) -> JunitLayer {
-        JunitLayer { report: Arc::clone(self) }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Report> {
-        match self.report.lock() {
-            Ok(report) => report,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        SinkLayer::new(Arc::clone(self))
     }
 
     /// Render the report as upstream's JUnit XML.
     pub fn render(&self) -> String {
-        let report = self.lock();
-        let main_seconds = report.main.started.elapsed().as_secs_f64();
+        let report = super::lock(&self.report);
+        let main_seconds = self.started.elapsed().as_secs_f64();
         let cases: Vec<(&Case, f64)> = report
             .cases
             .iter()
@@ -140,83 +140,46 @@ impl JunitReport {
     }
 }
 
-/// The `tracing` layer of a [`JunitReport`].
-pub struct JunitLayer {
-    report: Arc<JunitReport>,
-}
+impl Sink for JunitReport {
+    /// The index of a subtest's case; `None` for other blocks.
+    type BlockState = Option<usize>;
 
-impl<S> Layer<S> for JunitLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().target() != TARGET {
-            return;
-        }
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        let mut report = self.report.lock();
-        if attrs.metadata().name() == span_name::SUBTEST {
-            let index = report.cases.len();
-            report.cases.push(Case::new(fields.subtest.as_deref().unwrap_or("subtest")));
-            report.open.push(index);
-            drop(report);
-            if let Some(span) = ctx.span(id) {
-                span.extensions_mut().insert(SubtestIndex(index));
+    fn line(&self, line: &Line<'_>) {
+        let mut report = super::lock(&self.report);
+        let case = report.current();
+        match line.kind {
+            // Upstream's JUnit logger ignores the machine, except in serial lines.
+            LineKind::Log | LineKind::Leveled(LogLevel::Debug | LogLevel::Info | LogLevel::Warning) => {
+                case.out(line.message);
             }
-        } else if let Some(message) = fields.block {
-            // Upstream's JUnit logger logs a nested block's message as a line.
-            let case = report.current();
-            case.stdout.push_str(&message);
-            case.stdout.push('\n');
+            LineKind::Serial => case.out(&line.serial_text()),
+            LineKind::Leveled(LogLevel::Error) | LineKind::TestError => case.err(line.message),
         }
     }
 
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        let Some(index) = span.extensions().get::<SubtestIndex>().map(|i| i.0) else { return };
-        let mut report = self.report.lock();
-        let seconds = report.cases[index].started.elapsed().as_secs_f64();
-        report.cases[index].seconds = seconds;
+    fn block_opened(&self, block: &Block) -> Option<usize> {
+        let mut report = super::lock(&self.report);
+        let Some(name) = &block.subtest else {
+            // Upstream's JUnit logger logs a nested block's message as a line.
+            report.current().out(&block.message);
+            return None;
+        };
+        let index = report.cases.len();
+        report.cases.push(Case::new(name));
+        report.open.push(index);
+        Some(index)
+    }
+
+    fn block_closed(&self, _block: &Block, subtest: Option<usize>, end: BlockEnd) {
+        let Some(index) = subtest else { return };
+        let seconds = end.elapsed.as_secs_f64();
+        let mut report = super::lock(&self.report);
+        if let Some(case) = report.cases.get_mut(index) {
+            case.seconds = seconds;
+        }
+        // By index, not by popping: async code may end subtests out of order.
         report.open.retain(|&open| open != index);
         report.current().nested_seconds += seconds;
-    }
-
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != TARGET {
-            return;
-        }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let level = event.metadata().level();
-        let passes_level = fields.passes_level(level);
-        let message = fields.message.unwrap_or_default();
-        let mut report = self.report.lock();
-        match fields.kind.as_deref() {
-            Some(field::KIND_TEST_ERROR) => {
-                let case = report.current();
-                case.stderr.push_str(&message);
-                case.stderr.push('\n');
-                case.failed = true;
-            }
-            Some(field::KIND_SERIAL) if super::print_serial() => {
-                let machine = fields.machine.as_deref().unwrap_or("?");
-                report.current().stdout.push_str(&format!("{machine} # {message}\n"));
-            }
-            Some(field::KIND_SERIAL) => {}
-            Some(field::KIND_LEVELED) if *level == tracing::Level::ERROR => {
-                let case = report.current();
-                case.stderr.push_str(&message);
-                case.stderr.push('\n');
-                case.failed = true;
-            }
-            _ if passes_level => {
-                let case = report.current();
-                case.stdout.push_str(&message);
-                case.stdout.push('\n');
-            }
-            _ => {}
-        }
     }
 }
 

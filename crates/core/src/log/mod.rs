@@ -16,7 +16,7 @@
 //!
 //! The files split upstream's `logger.py` by concept: this one holds the shared vocabulary
 //! (field and span names, the level and the serial switch), `emit` what core calls,
-//! `telemetry` the hooks of the OpenTelemetry sink, `repr` Python's `repr()`, `sink` the
+//! `telemetry` the hooks of the OpenTelemetry sink, `repr` Python's `repr()`, [`sink`] the
 //! `tracing` plumbing the three sinks share.
 
 mod emit;
@@ -24,7 +24,7 @@ mod emit;
 mod golden;
 pub mod junit;
 mod repr;
-mod sink;
+pub mod sink;
 mod telemetry;
 pub mod terminal;
 #[cfg(test)]
@@ -33,13 +33,13 @@ pub mod xml;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use emit::{
     block, boot_span, debug, error, info, log, mark_failed, method_span, nested, record_error, run_span, serial,
     subtest_block, test_error, warning,
 };
 pub use repr::{bytes_repr, str_repr};
-pub(crate) use sink::Fields;
 pub use telemetry::{
     TelemetryHooks, Tracked, current_traceparent, end_open_spans, set_telemetry_hooks, traceparent_of, track,
     with_traceparent,
@@ -58,6 +58,8 @@ pub mod field {
     pub const BLOCK: &str = "ntd.block";
     /// Extra attributes of a block (upstream's `attributes` dict), as a JSON object.
     pub const ATTRS: &str = "ntd.attrs";
+    /// The name of a subtest (upstream's `subtest(name)`), on subtest spans only.
+    pub const SUBTEST: &str = "ntd.subtest";
     /// Recorded as `true` on a block whose body failed: it ends without a `finished` line.
     pub const FAILED: &str = "ntd.failed";
     /// Event kind: an unfiltered line.
@@ -159,6 +161,12 @@ pub const EXPORTED_SPANS: [&str; 4] = [span_name::RUN, span_name::SUBTEST, span_
 /// Whether a span with `metadata` is one telemetry exports (see [`EXPORTED_SPANS`]).
 fn is_exported(metadata: &tracing::Metadata<'_>) -> bool {
     metadata.target() == TARGET && EXPORTED_SPANS.contains(&metadata.name())
+}
+
+/// Lock `mutex` even if a thread panicked holding it: the sinks and the open-span list stay
+/// usable, as the log is most wanted after a failure.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

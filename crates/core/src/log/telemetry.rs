@@ -41,7 +41,7 @@ static OPEN_SPANS: std::sync::Mutex<Vec<(u64, tracing::Span)>> = std::sync::Mute
 static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn open_spans() -> std::sync::MutexGuard<'static, Vec<(u64, tracing::Span)>> {
-    OPEN_SPANS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    super::lock(&OPEN_SPANS)
 }
 
 /// Keeps an exported span on the list [`end_open_spans`] ends, until dropped.

@@ -1,58 +1,59 @@
-//! The terminal sink: upstream's `TerminalLogger`, as a `tracing_subscriber` layer.
+//! The terminal sink: upstream's `TerminalLogger` (`logger.py`).
 //!
 //! Writes to stderr, one whole line per write: `machine: message` lines, nested block headers
 //! (bright green) and their `(finished: …, in X.XX seconds)` lines, dim `machine # line` serial
-//! lines and red `!!! ` test errors. Colours only when stderr is a terminal and `NO_COLOR` is
-//! unset (upstream always writes them, which litters build logs).
+//! lines and debug lines, and red `!!! ` test errors. Colours only when stderr is a terminal
+//! and `NO_COLOR` is unset (upstream always writes them, which litters build logs).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::time::Instant;
 
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
-use tracing_subscriber::registry::LookupSpan;
-
-use super::{Fields, LogLevel, TARGET, field};
+use super::LogLevel;
+use super::sink::{Block, BlockEnd, Line, LineKind, Sink, SinkLayer};
 
 const BRIGHT_GREEN: &str = "\x1b[1m\x1b[32m";
 const DIM: &str = "\x1b[2m";
 const RED: &str = "\x1b[31m";
 const RESET: &str = "\x1b[0m";
 
-/// Where the layer writes; stderr in production, a buffer in tests.
-type Sink = Box<dyn Write + Send>;
+/// Where the log goes; stderr in production, a buffer in tests.
+type Writer = Box<dyn Write + Send>;
 
-/// Upstream's terminal log as a `tracing` layer.
-pub struct TerminalLayer {
-    out: Mutex<Sink>,
+/// Upstream's terminal log.
+pub struct TerminalLog {
+    out: Mutex<Writer>,
     color: bool,
 }
+
+/// Upstream's terminal log as a `tracing` layer.
+pub type TerminalLayer = SinkLayer<TerminalLog>;
 
 impl TerminalLayer {
     /// A layer writing to stderr, coloured when stderr is a terminal and `NO_COLOR` is unset.
     pub fn stderr() -> TerminalLayer {
         let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        TerminalLayer { out: Mutex::new(Box::new(std::io::stderr())), color }
+        TerminalLog::layer(Box::new(std::io::stderr()), color)
     }
 
     /// A layer writing to `out`, without colours.
     pub fn to_writer(out: impl Write + Send + 'static) -> TerminalLayer {
-        TerminalLayer { out: Mutex::new(Box::new(out)), color: false }
+        TerminalLog::layer(Box::new(out), false)
     }
 
     /// A layer writing to `out` with colours, to test them.
     #[cfg(test)]
     pub(crate) fn coloured(out: impl Write + Send + 'static) -> TerminalLayer {
-        TerminalLayer { out: Mutex::new(Box::new(out)), color: true }
+        TerminalLog::layer(Box::new(out), true)
+    }
+}
+
+impl TerminalLog {
+    fn layer(out: Writer, color: bool) -> TerminalLayer {
+        SinkLayer::new(TerminalLog { out: Mutex::new(out), color })
     }
 
     fn write_line(&self, line: &str) {
-        let mut out = match self.out.lock() {
-            Ok(out) => out,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut out = super::lock(&self.out);
         let mut buf = String::with_capacity(line.len() + 1);
         buf.push_str(line);
         buf.push('\n');
@@ -66,6 +67,7 @@ impl TerminalLayer {
     }
 }
 
+/// Upstream's `maybe_prefix`: `machine: message` for a line or block of a machine.
 fn prefixed(machine: Option<&str>, message: &str) -> String {
     match machine {
         Some(machine) => format!("{machine}: {message}"),
@@ -73,95 +75,26 @@ fn prefixed(machine: Option<&str>, message: &str) -> String {
     }
 }
 
-/// What the layer keeps for an open nested block.
-struct Block {
-    message: String,
-    machine: Option<String>,
-    start: Instant,
-    failed: bool,
-}
+impl Sink for TerminalLog {
+    type BlockState = ();
 
-impl<S> Layer<S> for TerminalLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().target() != TARGET {
-            return;
-        }
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        let Some(message) = fields.block else { return };
-        self.write_line(&prefixed(fields.machine.as_deref(), &self.styled(BRIGHT_GREEN, &message)));
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(Block {
-                message,
-                machine: fields.machine,
-                start: Instant::now(),
-                failed: fields.failed,
-            });
-        }
+    fn line(&self, line: &Line<'_>) {
+        let text = match line.kind {
+            LineKind::Serial => self.styled(DIM, &line.serial_text()),
+            LineKind::TestError => format!("{}{}", self.styled(RED, "!!! "), line.message),
+            LineKind::Leveled(LogLevel::Debug) => self.styled(DIM, &prefixed(line.machine, line.message)),
+            LineKind::Log | LineKind::Leveled(_) => prefixed(line.machine, line.message),
+        };
+        self.write_line(&text);
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        values.record(&mut fields);
-        if fields.failed
-            && let Some(span) = ctx.span(id)
-            && let Some(block) = span.extensions_mut().get_mut::<Block>()
-        {
-            block.failed = true;
-        }
+    fn block_opened(&self, block: &Block) {
+        self.write_line(&prefixed(block.machine.as_deref(), &self.styled(BRIGHT_GREEN, &block.message)));
     }
 
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        let extensions = span.extensions();
-        let Some(block) = extensions.get::<Block>() else { return };
-        if block.failed {
-            return;
-        }
-        let elapsed = block.start.elapsed().as_secs_f64();
-        let line = format!("(finished: {}, in {elapsed:.2} seconds)", block.message);
-        self.write_line(&prefixed(block.machine.as_deref(), &line));
-    }
-
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != TARGET {
-            return;
-        }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let message = fields.message.unwrap_or_default();
-        let machine = fields.machine.as_deref();
-        match fields.kind.as_deref() {
-            Some(field::KIND_SERIAL) => {
-                if super::print_serial() {
-                    let line = format!("{} # {message}", machine.unwrap_or("?"));
-                    self.write_line(&self.styled(DIM, &line));
-                }
-            }
-            Some(field::KIND_TEST_ERROR) => {
-                self.write_line(&format!("{}{message}", self.styled(RED, "!!! ")));
-            }
-            Some(field::KIND_LOG) => self.write_line(&prefixed(machine, &message)),
-            _ => {
-                let level = match *event.metadata().level() {
-                    Level::ERROR => LogLevel::Error,
-                    Level::WARN => LogLevel::Warning,
-                    Level::INFO => LogLevel::Info,
-                    _ => LogLevel::Debug,
-                };
-                if level < super::level() && level != LogLevel::Error {
-                    return;
-                }
-                let line = prefixed(machine, &message);
-                if level == LogLevel::Debug {
-                    self.write_line(&self.styled(DIM, &line));
-                } else {
-                    self.write_line(&line);
-                }
-            }
+    fn block_closed(&self, block: &Block, (): (), end: BlockEnd) {
+        if let Some(finished) = end.finished_line(block) {
+            self.write_line(&prefixed(block.machine.as_deref(), &finished));
         }
     }
 }

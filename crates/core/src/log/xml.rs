@@ -1,4 +1,4 @@
-//! The XML log: upstream's `XMLLogger`, written when `LOGFILE` is set.
+//! The XML log: upstream's `XMLLogger` (`logger.py`), written when `LOGFILE` is set.
 //!
 //! The shape is upstream's: a `<logfile>` of `<line>` elements (attributes as given, e.g.
 //! `machine`; serial lines with `type="serial"`) and `<nest><head …>message</head> …</nest>` for
@@ -9,14 +9,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
-use tracing_subscriber::registry::LookupSpan;
-
-use super::{Fields, TARGET, field};
+use super::sink::{Block, BlockEnd, Line, LineKind, Sink, SinkLayer};
 
 /// Escape text for XML character data or attribute values, dropping the control characters
 /// XML 1.0 cannot carry (upstream strips them from serial lines).
@@ -36,8 +30,8 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
-fn attributes(attrs: &[(String, String)]) -> String {
-    attrs.iter().map(|(k, v)| format!(" {}=\"{}\"", escape(k), escape(v))).collect()
+fn attributes<'a>(attrs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    attrs.into_iter().map(|(k, v)| format!(" {}=\"{}\"", escape(k), escape(v))).collect()
 }
 
 /// The XML log file, shared by its layer and whoever closes it.
@@ -45,11 +39,8 @@ pub struct XmlLog {
     out: Mutex<Option<BufWriter<File>>>,
 }
 
-struct Block {
-    message: String,
-    start: Instant,
-    failed: bool,
-}
+/// The `tracing` layer of an [`XmlLog`].
+pub type XmlLayer = SinkLayer<Arc<XmlLog>>;
 
 impl XmlLog {
     /// Create the file and write the document's start.
@@ -61,15 +52,11 @@ impl XmlLog {
 
     /// The layer that writes into this log.
     pub fn layer(self: &Arc<Self>) -> XmlLayer {
-        XmlLayer { log: Arc::clone(self) }
+        SinkLayer::new(Arc::clone(self))
     }
 
     fn write(&self, text: &str) {
-        let mut out = match self.out.lock() {
-            Ok(out) => out,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(out) = out.as_mut() {
+        if let Some(out) = super::lock(&self.out).as_mut() {
             // A full disk must not fail the test; the log is a by-product.
             let _ = out.write_all(text.as_bytes());
         }
@@ -77,11 +64,7 @@ impl XmlLog {
 
     /// End the document and flush it; later lines are dropped.
     pub fn finish(&self) -> std::io::Result<()> {
-        let mut out = match self.out.lock() {
-            Ok(out) => out,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(mut file) = out.take() {
+        if let Some(mut file) = super::lock(&self.out).take() {
             file.write_all(b"</logfile>\n")?;
             file.flush()?;
         }
@@ -89,78 +72,29 @@ impl XmlLog {
     }
 }
 
-/// The `tracing` layer of an [`XmlLog`].
-pub struct XmlLayer {
-    log: Arc<XmlLog>,
-}
+impl Sink for XmlLog {
+    type BlockState = ();
 
-impl<S> Layer<S> for XmlLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().target() != TARGET {
-            return;
-        }
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        let Some(message) = fields.block.clone() else { return };
-        let mut head = fields.attributes();
-        if let Some(machine) = &fields.machine {
-            head.insert(0, ("machine".to_owned(), machine.clone()));
-        }
-        self.log.write(&format!("<nest><head{}>{}</head>", attributes(&head), escape(&message)));
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(Block { message, start: Instant::now(), failed: fields.failed });
-        }
+    fn line(&self, line: &Line<'_>) {
+        let machine = line.machine.map(|machine| ("machine", machine));
+        let serial = (line.kind == LineKind::Serial).then_some(("type", "serial"));
+        let attrs = attributes(machine.into_iter().chain(serial));
+        self.write(&format!("<line{attrs}>{}</line>", escape(line.message)));
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        values.record(&mut fields);
-        if fields.failed
-            && let Some(span) = ctx.span(id)
-            && let Some(block) = span.extensions_mut().get_mut::<Block>()
-        {
-            block.failed = true;
-        }
+    fn block_opened(&self, block: &Block) {
+        let machine = block.machine.as_deref().map(|machine| ("machine", machine));
+        let extra = block.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let attrs = attributes(machine.into_iter().chain(extra));
+        self.write(&format!("<nest><head{attrs}>{}</head>", escape(&block.message)));
     }
 
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        let extensions = span.extensions();
-        let Some(block) = extensions.get::<Block>() else { return };
-        if !block.failed {
-            let elapsed = block.start.elapsed().as_secs_f64();
-            self.log.write(&format!(
-                "<line>{}</line>",
-                escape(&format!("(finished: {}, in {elapsed:.2} seconds)", block.message))
-            ));
+    fn block_closed(&self, block: &Block, (): (), end: BlockEnd) {
+        // Upstream logs the finished line without the block's attributes.
+        if let Some(finished) = end.finished_line(block) {
+            self.write(&format!("<line>{}</line>", escape(&finished)));
         }
-        self.log.write("</nest>");
-    }
-
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if event.metadata().target() != TARGET {
-            return;
-        }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        if !fields.passes_level(event.metadata().level()) {
-            return;
-        }
-        let message = fields.message.unwrap_or_default();
-        let mut attrs = Vec::new();
-        if let Some(machine) = fields.machine {
-            attrs.push(("machine".to_owned(), machine));
-        }
-        if fields.kind.as_deref() == Some(field::KIND_SERIAL) {
-            if !super::print_serial() {
-                return;
-            }
-            attrs.push(("type".to_owned(), "serial".to_owned()));
-        }
-        self.log.write(&format!("<line{}>{}</line>", attributes(&attrs), escape(&message)));
+        self.write("</nest>");
     }
 }
 
