@@ -220,4 +220,31 @@ mod tests {
         let main_at = xml.find("name=\"main\"").expect("main case");
         assert!(main_at > xml.find("name=\"my subtest\"").expect("subtest case"));
     }
+
+    /// The `time` of case `name` in `xml`.
+    fn case_time(xml: &str, name: &str) -> f64 {
+        let start = format!("<testcase name=\"{name}\" time=\"");
+        let at = xml.find(&start).expect("the case") + start.len();
+        let len = xml[at..].find('"').expect("the time's end");
+        xml[at..at + len].parse().expect("a number")
+    }
+
+    #[test]
+    fn a_case_does_not_count_the_subtests_nested_in_it() {
+        let _settings = crate::log::testing::defaults();
+        let report = JunitReport::new();
+        let subscriber = tracing_subscriber::registry().with(report.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let _outer = crate::log::subtest_block("outer").entered();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let _inner = crate::log::subtest_block("inner").entered();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+        let xml = report.render();
+        let (inner, outer, main) = (case_time(&xml, "inner"), case_time(&xml, "outer"), case_time(&xml, "main"));
+        assert!(inner >= 0.2, "{xml}");
+        // Counting the inner subtest would give the outer one at least 0.22 s, and main as much.
+        assert!((0.02..0.2).contains(&outer), "{xml}");
+        assert!(main < 0.2, "{xml}");
+    }
 }

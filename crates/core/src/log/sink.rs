@@ -286,3 +286,5 @@ fn parse_attributes(attrs: Option<&str>) -> Vec<(String, String)> {
     }
 }
 
+#[cfg(test)]
+mod tests;
