@@ -7,12 +7,11 @@
 //! more than it gives), and lets the caller stop at the first text that matches; the others
 //! are killed.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageFormat};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 use tokio::task::JoinSet;
 
 use crate::process;

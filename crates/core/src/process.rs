@@ -8,25 +8,51 @@
 //! - gets SIGKILL if the driver itself dies (`PR_SET_PDEATHSIG`). That signal follows the
 //!   *thread* that forked, so children are forked from one long-lived spawner thread and never
 //!   from a Python thread or a tokio worker that may end before the child;
-//! - is reaped by a task that publishes its exit status, so any number of waiters can race
-//!   its exit against their own I/O;
+//! - has a reaper thread of its own that publishes its exit status on a `watch`, so any number
+//!   of waiters can race its exit against their own I/O;
 //! - is stopped with SIGTERM, a grace period, then SIGKILL to the group, and is killed when
 //!   its handle is dropped, also on panic.
+//!
+//! # Signals only while the leader is unreaped
+//!
+//! A process group id is the pid of its leader, and once the leader is reaped the kernel may
+//! hand that number to an unrelated process, which may then lead a group of its own: a
+//! `killpg` after the reap can hit a stranger. While the leader is a zombie, though, its pid is
+//! in use and the group id cannot be reused. So the reaper does not reap at once:
+//!
+//! 1. it waits for the leader's exit with `waitid(P_PID, pid, WEXITED | WNOWAIT)`, which
+//!    reports the exit and leaves the zombie in place;
+//! 2. it takes the group's lock, SIGKILLs the rest of the group (what a start script left
+//!    behind), reaps the leader, marks the group reaped and releases the lock;
+//! 3. it publishes the exit status.
+//!
+//! Every signal ntd sends ([`Child::signal_group`], [`Child::stop`], `Drop`) takes the same
+//! lock and is skipped once the group is marked reaped, so no signal is ever sent to a group id
+//! that may have been reused. A published exit status therefore also means that the rest of
+//! the group was killed. This is why the child is spawned with `std::process::Command` and not
+//! tokio's: tokio would reap the leader itself, with nothing to hold the group id meanwhile.
 
 use std::io;
-use std::process::ExitStatus;
-use std::sync::OnceLock;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::process::{Child as TokioChild, ChildStderr, ChildStdin, ChildStdout, Command};
-use tokio::runtime::Handle;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::stat::{Mode, umask};
+use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
+use nix::unistd::{Pid, getpid, getppid, setpgid};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{oneshot, watch};
+
+use crate::log;
 
 /// A supervised child process, leader of its own process group.
 #[derive(Debug)]
 pub struct Child {
-    pid: u32,
+    group: Arc<Group>,
     exit: watch::Receiver<Option<ExitStatus>>,
     /// The child's stdin, if it was piped.
     pub stdin: Option<ChildStdin>,
@@ -36,79 +62,175 @@ pub struct Child {
     pub stderr: Option<ChildStderr>,
 }
 
-struct SpawnRequest {
-    command: Command,
-    runtime: Handle,
-    reply: oneshot::Sender<io::Result<TokioChild>>,
+/// A child's process group, shared by its handle and its reaper thread.
+#[derive(Debug)]
+struct Group {
+    /// The leader's pid, which is the group id.
+    leader: Pid,
+    /// Whether the leader has been reaped. The reaper holds this lock from the group kill to
+    /// the reap, and every signal is sent under it, only while this is false (see the module
+    /// documentation).
+    reaped: Mutex<bool>,
 }
 
-/// The one thread all children are forked from (see the module documentation).
-fn spawner() -> &'static std_mpsc::Sender<SpawnRequest> {
-    static SPAWNER: OnceLock<std_mpsc::Sender<SpawnRequest>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = std_mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("ntd-spawner".into())
-            .spawn(move || {
-                for mut request in rx {
-                    // tokio registers the child with the runtime's SIGCHLD driver here.
-                    let _guard = request.runtime.enter();
-                    let _ = request.reply.send(request.command.spawn());
-                }
-            })
-            .expect("cannot start the ntd spawner thread");
-        tx
-    })
+impl Group {
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        // The lock guards a flag that is only ever set: a panic cannot leave it inconsistent.
+        self.reaped.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Send `signal` to the group if its leader is not reaped yet; whether it was sent.
+    fn signal(&self, signal: Signal) -> bool {
+        let reaped = self.lock();
+        // ESRCH cannot happen while the leader is unreaped; any error means nothing was sent.
+        !*reaped && killpg(self.leader, signal).is_ok()
+    }
+}
+
+/// A forked child, as the spawner thread hands it back.
+struct Spawned {
+    group: Arc<Group>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<std::process::ChildStdout>,
+    stderr: Option<std::process::ChildStderr>,
+}
+
+struct SpawnRequest {
+    command: Command,
+    reply: oneshot::Sender<io::Result<Spawned>>,
+}
+
+fn spawner_gone() -> io::Error {
+    io::Error::other("the ntd spawner thread is gone")
+}
+
+/// The one thread all children are forked from (see the module documentation), started on
+/// first use.
+fn spawner() -> io::Result<std_mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: Mutex<Option<std_mpsc::Sender<SpawnRequest>>> = Mutex::new(None);
+    let mut spawner = SPAWNER.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(requests) = spawner.as_ref() {
+        return Ok(requests.clone());
+    }
+    let (requests, incoming) = std_mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new().name("ntd-spawner".into()).spawn(move || {
+        for mut request in incoming {
+            // The caller gave up waiting (its future was dropped): nobody will stop the child.
+            if let Err(Ok(spawned)) = request.reply.send(start(&mut request.command)) {
+                spawned.group.signal(Signal::SIGKILL);
+            }
+        }
+    })?;
+    *spawner = Some(requests.clone());
+    Ok(requests)
+}
+
+/// Fork `command` and start its reaper thread. Runs on the spawner thread.
+fn start(command: &mut Command) -> io::Result<Spawned> {
+    let mut child = command.spawn()?;
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let leader = match i32::try_from(child.id()) {
+        // Never treat group 0 (our own) or 1 as the child's.
+        Ok(pid) if pid > 1 => Pid::from_raw(pid),
+        _ => {
+            let pid = child.id();
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other(format!("the child got an impossible pid {pid}")));
+        }
+    };
+    let group = Arc::new(Group { leader, reaped: Mutex::new(false) });
+    let (publish, exit) = watch::channel(None);
+    let reaper_group = Arc::clone(&group);
+    // A detached thread: it holds neither the process nor a runtime open, and ends with the
+    // child (the kernel shows the first 15 bytes of its name).
+    let reaper = std::thread::Builder::new()
+        .name(format!("ntd-reap-{leader}"))
+        .spawn(move || reap(child, &reaper_group, &publish));
+    if let Err(e) = reaper {
+        // The child went down with the closure, unreaped (std's Child neither kills nor waits
+        // on drop): kill and reap it here, under the lock like the reaper would.
+        let mut reaped = group.lock();
+        let _ = killpg(leader, Signal::SIGKILL);
+        while waitpid(leader, None) == Err(Errno::EINTR) {}
+        *reaped = true;
+        return Err(e);
+    }
+    Ok(Spawned { group, exit, stdin, stdout, stderr })
+}
+
+/// The reaper thread's body: see the module documentation for the order of its steps.
+fn reap(mut child: std::process::Child, group: &Group, publish: &watch::Sender<Option<ExitStatus>>) {
+    let exited = loop {
+        match waitid(Id::Pid(group.leader), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(Errno::EINTR) => {}
+            result => break result,
+        }
+    };
+    let status = {
+        let mut reaped = group.lock();
+        let status = match exited {
+            Ok(_) => {
+                // The leader is a zombie and still holds the group id.
+                let _ = killpg(group.leader, Signal::SIGKILL);
+                child.wait()
+            }
+            // Only ECHILD is possible: something else reaped our child, so its pid may already
+            // be reused and nothing may be signalled any more.
+            Err(errno) => Err(io::Error::from(errno)),
+        };
+        *reaped = true;
+        status
+    };
+    let status = status.unwrap_or_else(|e| {
+        // Report it as a kill by SIGKILL, which is what the caller can act on: the process
+        // is gone or unreachable.
+        log::warning(None, &format!("cannot reap process {}: {e}", group.leader));
+        ExitStatus::from_raw(Signal::SIGKILL as i32)
+    });
+    // No receiver left means nobody is interested any more.
+    let _ = publish.send(Some(status));
 }
 
 impl Child {
-    /// Spawn `command` supervised. Must be called from within a tokio runtime.
+    /// Spawn `command` supervised. Must be called from within a tokio runtime (the piped
+    /// stdio are registered with it). A program that cannot be started is an error.
     pub async fn spawn(mut command: Command) -> io::Result<Child> {
-        let driver_pid = std::process::id();
+        let driver = getpid();
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (umask, setpgid, prctl, getppid).
+        // async-signal-safe system calls (umask, setpgid, prctl, getppid) through nix's thin
+        // wrappers; its errors are raw OS errors, which do not allocate (nix's umask cannot
+        // panic: the old mask always fits `Mode`).
         unsafe {
             command.pre_exec(move || {
                 // What children create (QEMU's QMP socket, a start script's disk image and
                 // shared directories) is the user's alone.
-                libc::umask(0o077);
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                umask(Mode::S_IRWXG | Mode::S_IRWXO);
+                setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The driver may have died between fork and prctl.
-                if u32::try_from(libc::getppid()).ok() != Some(driver_pid) {
-                    return Err(io::Error::other("parent exited"));
+                if getppid() != driver {
+                    return Err(Errno::ESRCH.into());
                 }
                 Ok(())
             });
         }
         let (reply, response) = oneshot::channel();
-        spawner()
-            .send(SpawnRequest { command, runtime: Handle::current(), reply })
-            .map_err(|_| io::Error::other("the ntd spawner thread is gone"))?;
-        let mut child = response.await.map_err(|_| io::Error::other("the ntd spawner thread is gone"))??;
-        let pid = child.id().ok_or_else(|| io::Error::other("child exited before its pid was read"))?;
-        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-        let (tx, exit) = watch::channel(None);
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            // No status can only mean wait(2) failed; report it as a kill by SIGKILL, which
-            // is what the caller can act on (the process is gone or unreachable).
-            let status = status.unwrap_or_else(|_| {
-                use std::os::unix::process::ExitStatusExt;
-                ExitStatus::from_raw(libc::SIGKILL)
-            });
-            let _ = tx.send(Some(status));
-        });
-        Ok(Child { pid, exit, stdin, stdout, stderr })
+        spawner()?.send(SpawnRequest { command, reply }).map_err(|_| spawner_gone())?;
+        let spawned = response.await.map_err(|_| spawner_gone())??;
+        // From here on, an error drops `child`, which kills its group.
+        let mut child = Child { group: spawned.group, exit: spawned.exit, stdin: None, stdout: None, stderr: None };
+        child.stdin = spawned.stdin.map(ChildStdin::from_std).transpose()?;
+        child.stdout = spawned.stdout.map(ChildStdout::from_std).transpose()?;
+        child.stderr = spawned.stderr.map(ChildStderr::from_std).transpose()?;
+        Ok(child)
     }
 
     /// The child's pid, which is also its process group id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        // Positive: checked when the child was spawned.
+        self.group.leader.as_raw().unsigned_abs()
     }
 
     /// The exit status, if the child has exited.
@@ -126,39 +248,32 @@ impl Child {
         wait_exit(self.exit.clone()).await
     }
 
-    /// Send `signal` to the child's whole process group. Errors (no such group) are ignored:
-    /// the group being gone is what every caller wants.
-    pub fn signal_group(&self, signal: libc::c_int) {
-        // A pid that does not fit a pid_t cannot be ours; never signal group 0 or -1.
-        let Ok(pgid) = libc::pid_t::try_from(self.pid) else { return };
-        if pgid > 1 {
-            // SAFETY: killpg has no memory-safety preconditions.
-            unsafe {
-                libc::killpg(pgid, signal);
-            }
-        }
+    /// Send `signal` to the child's whole process group, and say whether it was sent. Once the
+    /// child is reaped (before its exit status is published) nothing is sent: its group id may
+    /// belong to someone else by then, and the rest of its group was already killed. Errors
+    /// are ignored: the group being gone is what every caller wants.
+    pub fn signal_group(&self, signal: Signal) -> bool {
+        self.group.signal(signal)
     }
 
     /// Stop the child: SIGTERM to its group, `grace` to exit, then SIGKILL, and wait for it.
-    /// Whatever is left in its group after it exited is killed too.
+    /// Whatever is left in its group when it exits is killed by its reaper.
     pub async fn stop(&self, grace: Duration) -> ExitStatus {
         if self.exit_status().is_none() {
-            self.signal_group(libc::SIGTERM);
+            self.signal_group(Signal::SIGTERM);
             if tokio::time::timeout(grace, self.wait()).await.is_err() {
-                self.signal_group(libc::SIGKILL);
+                self.signal_group(Signal::SIGKILL);
             }
         }
-        let status = self.wait().await;
-        self.signal_group(libc::SIGKILL);
-        status
+        self.wait().await
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        // The reaper task still owns the process and reaps it; here we only make sure it dies.
-        // After a normal exit this also clears anything the start script left in its group.
-        self.signal_group(libc::SIGKILL);
+        // The reaper thread reaps the child and kills the rest of its group; here we only make
+        // sure the child dies. After its exit this sends nothing.
+        self.signal_group(Signal::SIGKILL);
     }
 }
 
@@ -169,32 +284,23 @@ pub async fn wait_exit(mut exit: watch::Receiver<Option<ExitStatus>>) -> ExitSta
             return status;
         }
         if exit.changed().await.is_err() {
-            // The reaper task is gone (runtime shutting down): the last value is all there is.
-            use std::os::unix::process::ExitStatusExt;
-            return exit.borrow().unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL));
+            // The reaper thread is gone without a word (it panicked): the last value is all
+            // there is.
+            return exit.borrow().unwrap_or_else(|| ExitStatus::from_raw(Signal::SIGKILL as i32));
         }
     }
 }
 
 /// Describe an exit status the way a shell user reads it: "exit code 1", "signal 9 (SIGKILL)".
 pub fn describe_status(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
         return format!("exit code {code}");
     }
     match status.signal() {
-        Some(signal) => {
-            let name = match signal {
-                libc::SIGHUP => " (SIGHUP)",
-                libc::SIGINT => " (SIGINT)",
-                libc::SIGKILL => " (SIGKILL)",
-                libc::SIGSEGV => " (SIGSEGV)",
-                libc::SIGTERM => " (SIGTERM)",
-                libc::SIGABRT => " (SIGABRT)",
-                _ => "",
-            };
-            format!("signal {signal}{name}")
-        }
+        Some(signal) => match Signal::try_from(signal) {
+            Ok(name) => format!("signal {signal} ({name})"),
+            Err(_) => format!("signal {signal}"),
+        },
         None => "an unknown status".to_owned(),
     }
 }

@@ -4,11 +4,11 @@
 //! directory. The switch's own chatter is logged at debug level only (upstream hid it too).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{ChildStdin, Command};
+use tokio::process::ChildStdin;
 
 use crate::log;
 use crate::process::{self, describe_status};
@@ -174,6 +174,6 @@ impl VLan {
     /// Kill the switch now, without waiting.
     pub fn kill_now(&self) {
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.child.signal_group(libc::SIGKILL);
+        self.child.signal_group(nix::sys::signal::Signal::SIGKILL);
     }
 }

@@ -22,14 +22,14 @@ mod waits;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
-use tokio::process::{ChildStdin, Command};
+use tokio::process::ChildStdin;
 use tokio::task::JoinHandle;
 
 use crate::error::ErrorKind;
@@ -1204,8 +1204,8 @@ impl Machine {
     }
 
     /// After QEMU exited: let the pumps drain, forget the run, mark the machine down.
+    /// What the start script left in QEMU's group was killed before its exit was published.
     async fn finish_run(&self, running: &Running) {
-        running.child.signal_group(libc::SIGKILL);
         let pumps: Vec<JoinHandle<()>> = lock(&running.pumps).drain(..).collect();
         for pump in pumps {
             let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
@@ -1245,7 +1245,7 @@ impl Machine {
     /// handler that cannot await).
     pub fn kill_now(&self) {
         if let Some(running) = lock(&self.inner.running).as_ref() {
-            running.child.signal_group(libc::SIGKILL);
+            running.child.signal_group(nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
