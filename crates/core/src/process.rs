@@ -310,64 +310,171 @@ mod tests {
     use super::*;
     use std::process::Stdio;
 
+    /// A process in a group, as `/proc` shows it.
+    #[derive(Debug)]
+    struct Member {
+        pid: u32,
+        zombie: bool,
+        /// SIGKILL is pending for it: it is as good as dead (it cannot block, ignore or catch it).
+        doomed: bool,
+    }
+
+    /// The processes in group `pgid`.
+    fn members(pgid: u32) -> Vec<Member> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // Fields after the command name (which may contain spaces) start after the
+                // last ')'.
+                let (_, rest) = stat.rsplit_once(')')?;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                if fields.len() <= 2 || fields[2] != pgid.to_string() {
+                    return None;
+                }
+                let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+                // A SIGKILL sent to a group stays in the shared pending set until the process
+                // is reaped.
+                let doomed = status.lines().any(|line| {
+                    let Some(mask) = line.strip_prefix("ShdPnd:").or_else(|| line.strip_prefix("SigPnd:")) else {
+                        return false;
+                    };
+                    u64::from_str_radix(mask.trim(), 16).is_ok_and(|mask| mask & (1 << (libc::SIGKILL - 1)) != 0)
+                });
+                Some(Member { pid, zombie: matches!(fields[0], "Z" | "X"), doomed })
+            })
+            .collect()
+    }
+
     /// Whether any live (non-zombie) process is in group `pgid`. Orphaned zombies are reaped
     /// by pid 1 in its own time, which can take seconds on some machines.
     fn group_alive(pgid: u32) -> bool {
-        let Ok(entries) = std::fs::read_dir("/proc") else { return false };
-        entries.flatten().any(|entry| {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
-            // Fields after the command name (which may contain spaces) start after the last ')'.
-            let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
-        })
-    }
-
-    #[tokio::test]
-    async fn stop_reaches_grandchildren_of_a_shell() {
-        // dash forks `sleep` instead of exec'ing it: the group kill must still reach it.
-        let mut command = Command::new("/bin/sh");
-        command.args(["-c", "sleep 600; true"]).stdin(Stdio::null());
-        let child = Child::spawn(command).await.expect("spawn sh");
-        let pgid = child.pid();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(group_alive(pgid));
-        let status = child.stop(Duration::from_secs(5)).await;
-        assert_eq!(describe_status(status), "signal 15 (SIGTERM)");
-        assert_group_gone(pgid).await;
+        members(pgid).iter().any(|member| !member.zombie)
     }
 
     /// The grandchild may take a moment to be gone after its group was signalled.
     async fn assert_group_gone(pgid: u32) {
-        for _ in 0..50 {
+        for _ in 0..250 {
             if !group_alive(pgid) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("process group {pgid} survived");
+        panic!("process group {pgid} survived: {:?}", members(pgid));
+    }
+
+    /// Wait (at most 5 s) until group `pgid` has `count` live processes.
+    async fn wait_for_members(pgid: u32, count: usize) {
+        for _ in 0..250 {
+            if members(pgid).iter().filter(|member| !member.zombie).count() >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("process group {pgid} never had {count} processes: {:?}", members(pgid));
+    }
+
+    fn shell(script: &str) -> Command {
+        let mut command = Command::new("/bin/sh");
+        command.args(["-c", script]).stdin(Stdio::null());
+        command
+    }
+
+    #[tokio::test]
+    async fn stop_reaches_grandchildren_of_a_shell() {
+        // dash forks `sleep` instead of exec'ing it: the group kill must still reach it.
+        let child = Child::spawn(shell("sleep 600; true")).await.expect("spawn sh");
+        let pgid = child.pid();
+        wait_for_members(pgid, 2).await;
+        let status = child.stop(Duration::from_secs(5)).await;
+        assert_eq!(describe_status(status), "signal 15 (SIGTERM)");
+        assert_group_gone(pgid).await;
+    }
+
+    #[tokio::test]
+    async fn stop_kills_what_ignores_sigterm() {
+        // The ignored SIGTERM is inherited by `sleep`: only the SIGKILL after the grace ends it.
+        let child = Child::spawn(shell("trap '' TERM; sleep 600; true")).await.expect("spawn sh");
+        let pgid = child.pid();
+        wait_for_members(pgid, 2).await;
+        let status = child.stop(Duration::from_millis(200)).await;
+        assert_eq!(describe_status(status), "signal 9 (SIGKILL)");
+        assert_group_gone(pgid).await;
     }
 
     #[tokio::test]
     async fn exit_status_is_published() {
-        let mut command = Command::new("/bin/sh");
-        command.args(["-c", "exit 3"]);
-        let child = Child::spawn(command).await.expect("spawn sh");
+        let child = Child::spawn(shell("exit 3")).await.expect("spawn sh");
         assert_eq!(child.wait().await.code(), Some(3));
         assert_eq!(describe_status(child.exit_status().expect("exited")), "exit code 3");
     }
 
     #[tokio::test]
-    async fn drop_kills_the_group() {
-        let mut command = Command::new("/bin/sh");
-        command.args(["-c", "sleep 600; true"]);
-        let child = Child::spawn(command).await.expect("spawn sh");
+    async fn the_rest_of_the_group_is_killed_before_the_exit_is_published() {
+        // The shell leaves a `sleep` in its group and exits by itself once its stdin closes.
+        let mut command = shell("sleep 600 & read line; exit 0");
+        command.stdin(Stdio::piped());
+        let mut child = Child::spawn(command).await.expect("spawn sh");
         let pgid = child.pid();
+        wait_for_members(pgid, 2).await;
+        drop(child.stdin.take());
+        assert_eq!(child.wait().await.code(), Some(0));
+        // No waiting here: by the time the status is published every other member of the
+        // group must have been sent SIGKILL, with no one calling stop or dropping the handle.
+        let survivors: Vec<u32> = members(pgid)
+            .into_iter()
+            .filter(|member| !member.zombie && !member.doomed)
+            .map(|member| member.pid)
+            .collect();
+        assert!(survivors.is_empty(), "pids not killed before the exit was published: {survivors:?}");
+        assert_group_gone(pgid).await;
+    }
+
+    #[tokio::test]
+    async fn signal_group_sends_nothing_once_the_exit_is_published() {
+        let mut command = shell("read line; exit 0");
+        command.stdin(Stdio::piped());
+        let mut child = Child::spawn(command).await.expect("spawn sh");
+        // SIGCONT is harmless to a running shell: this only shows that a live group is signalled.
+        assert!(child.signal_group(Signal::SIGCONT), "a running child's group is signalled");
+        drop(child.stdin.take());
+        assert_eq!(child.wait().await.code(), Some(0));
+        assert!(!child.signal_group(Signal::SIGKILL), "the group id of a reaped leader was signalled");
+        assert!(!child.signal_group(Signal::SIGTERM), "the group id of a reaped leader was signalled");
+        // stop on an exited child only reports the status.
+        assert_eq!(child.stop(Duration::from_secs(1)).await.code(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn drop_kills_the_group() {
+        let child = Child::spawn(shell("sleep 600; true")).await.expect("spawn sh");
+        let pgid = child.pid();
+        wait_for_members(pgid, 2).await;
         let watch = child.exit_watch();
         drop(child);
         let status =
             tokio::time::timeout(Duration::from_secs(5), wait_exit(watch)).await.expect("child reaped after drop");
         assert_eq!(describe_status(status), "signal 9 (SIGKILL)");
         assert_group_gone(pgid).await;
+    }
+
+    #[tokio::test]
+    async fn a_program_that_cannot_start_is_an_error() {
+        let error = Child::spawn(Command::new("/nonexistent/ntd-no-such-program"))
+            .await
+            .expect_err("a missing program cannot be spawned");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        // The spawner thread survives a failed spawn.
+        let child = Child::spawn(shell("exit 0")).await.expect("spawn sh after a failure");
+        assert!(child.wait().await.success());
+    }
+
+    #[test]
+    fn statuses_are_described_with_signal_names() {
+        assert_eq!(describe_status(ExitStatus::from_raw(1 << 8)), "exit code 1");
+        assert_eq!(describe_status(ExitStatus::from_raw(libc::SIGSEGV)), "signal 11 (SIGSEGV)");
+        assert_eq!(describe_status(ExitStatus::from_raw(libc::SIGPIPE)), "signal 13 (SIGPIPE)");
     }
 }
