@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use ntd_core::machine::console::LineSplitter;
-use ntd_core::machine::qmp;
-use ntd_core::machine::shell::Frame;
+use ntd_core::machine::qemu::qmp;
+use ntd_core::machine::qemu::frame::Frame;
 
 fn main() {
     divan::main();

@@ -1,5 +1,5 @@
-//! QMP's reader (`ntd_core::machine::qmp`): `parse_message`, and the session that splits
-//! QEMU's byte stream into lines and sorts them into replies and events.
+//! QMP's reader (`ntd_core::machine::qemu::qmp`): `parse_message`, and the session that splits
+//! QEMU's byte stream into lines, routes replies to their callers by `id` and queues events.
 //!
 //! - Any line: `parse_message` never panics and classifies it by the JSON object's members
 //!   (`QMP`, then `return`, then `error` with string `class` and `desc`, then `event`), keeping
@@ -8,8 +8,9 @@
 //!   end (no panic, no hang once the socket closes), and a handshake only succeeds on a stream
 //!   whose first line is a greeting.
 //! - A conversation built from arbitrary values and strings (greeting, replies, errors, events,
-//!   blank lines, `\n` or `\r\n`), split into reads anywhere: every command gets its reply or
-//!   error, and every event arrives, unchanged and in order.
+//!   blank lines, garbage, replies that no caller waits for, `\n` or `\r\n`), in which QEMU's
+//!   side answers each request with the request's `id`, split into reads anywhere: every
+//!   command gets its own reply or error, and every event arrives, unchanged and in order.
 //! - `encode_command` writes one line that parses back to the command and its arguments.
 #![no_main]
 
@@ -17,9 +18,9 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use ntd_core::machine::qmp::{self, Message, Qmp, encode_command};
+use ntd_core::machine::qemu::qmp::{self, Message, Qmp, encode_command};
 use serde_json::{Map, Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 /// Long enough for a reader task that is working, short enough that a lost event fails fast.
@@ -39,8 +40,14 @@ enum Line {
     Error {
         class: String,
         desc: String,
+    },
+    /// A reply nobody waits for: without an id, or with one no request had.
+    Unrouted {
+        value: Json,
         id: Option<u32>,
     },
+    /// A line that is not QMP at all, which the reader skips.
+    Garbage(String),
     Event {
         name: String,
         data: Json,
@@ -177,25 +184,84 @@ fn check_stream(bytes: Vec<u8>, cuts: Vec<u16>) {
     });
 }
 
+/// What QEMU's side writes in a conversation: bytes as they are, or the answer to the next
+/// request, which needs that request's id.
+enum Segment {
+    Raw(Vec<u8>),
+    Answer { body: Value, ending: &'static [u8] },
+}
+
+/// Play QEMU in a conversation: write the segments in the chunks the cuts give, reading one
+/// request before each answer and answering with its id; then shut down the writing side.
+async fn converse(server: UnixStream, segments: Vec<Segment>, cuts: Vec<u16>) -> UnixStream {
+    let (read, mut write) = server.into_split();
+    let mut requests = BufReader::new(read).lines();
+    let total: usize = segments.iter().map(|s| if let Segment::Raw(raw) = s { raw.len() } else { 1 }).sum();
+    let mut ends: Vec<usize> = cuts.iter().map(|&c| usize::from(c) % (total + 1)).collect();
+    ends.sort_unstable();
+    let mut written = 0;
+    for segment in segments {
+        let bytes = match segment {
+            Segment::Raw(raw) => raw,
+            Segment::Answer { mut body, ending } => {
+                let Ok(Some(request)) = requests.next_line().await else { break };
+                let id = serde_json::from_str::<Value>(&request).ok().and_then(|r| r.get("id").cloned());
+                body["id"] = id.unwrap_or(Value::Null);
+                let mut bytes = body.to_string().into_bytes();
+                bytes.extend_from_slice(ending);
+                bytes
+            }
+        };
+        // Split this segment at the cuts that fall into it.
+        let mut start = 0;
+        for &end in ends.iter().filter(|&&end| end > written && end < written + bytes.len()) {
+            if write.write_all(&bytes[start..end - written]).await.is_err() {
+                return write.reunite(requests.into_inner().into_inner()).expect("the halves of one socket");
+            }
+            tokio::task::yield_now().await;
+            start = end - written;
+        }
+        if write.write_all(&bytes[start..]).await.is_err() {
+            break;
+        }
+        tokio::task::yield_now().await;
+        written += bytes.len();
+    }
+    let _ = write.shutdown().await;
+    write.reunite(requests.into_inner().into_inner()).expect("the halves of one socket")
+}
+
 fn check_conversation(greeting: Value, lines: Vec<(Line, Ending)>, cuts: Vec<u16>) {
-    let mut stream = Vec::new();
+    let mut segments = vec![Segment::Raw(format!("{}\n", json!({ "QMP": greeting })).into_bytes())];
     let mut replies = Vec::new();
     let mut events = Vec::new();
-    stream.extend_from_slice(json!({ "QMP": greeting }).to_string().as_bytes());
-    stream.push(b'\n');
     for (line, ending) in lines {
-        let text = match line {
+        let ending: &'static [u8] = match ending {
+            Ending::Lf => b"\n",
+            Ending::CrLf => b"\r\n",
+        };
+        let raw = |text: String| {
+            let mut bytes = text.into_bytes();
+            bytes.extend_from_slice(ending);
+            Segment::Raw(bytes)
+        };
+        segments.push(match line {
             Line::Return(Json(value)) => {
                 replies.push(Ok(value.clone()));
-                json!({ "return": value }).to_string()
+                Segment::Answer { body: json!({ "return": value }), ending }
             }
-            Line::Error { class, desc, id } => {
-                let mut reply = json!({ "error": { "class": class, "desc": desc } });
+            Line::Error { class, desc } => {
+                replies.push(Err((class.clone(), desc.clone())));
+                Segment::Answer { body: json!({ "error": { "class": class, "desc": desc } }), ending }
+            }
+            Line::Unrouted { value: Json(value), id } => {
+                let mut reply = json!({ "return": value });
                 if let Some(id) = id {
-                    reply["id"] = json!(id);
+                    // Ids of requests start at 1 and count the commands sent; this one is far
+                    // beyond any conversation's.
+                    reply["id"] = json!(u64::from(id) + 1_000_000);
                 }
-                replies.push(Err((class, desc)));
-                reply.to_string()
+                raw(reply.to_string())
             }
             Line::Event { name, data: Json(data), seconds, microseconds } => {
                 let event = json!({
@@ -204,21 +270,18 @@ fn check_conversation(greeting: Value, lines: Vec<(Line, Ending)>, cuts: Vec<u16
                     "timestamp": { "seconds": seconds, "microseconds": microseconds },
                 });
                 events.push(event.clone());
-                event.to_string()
+                raw(event.to_string())
             }
-            Line::Greeting(Json(value)) => json!({ "QMP": value }).to_string(),
-            Line::Blank(n) => (0..n % 4).map(|i| if i % 2 == 0 { ' ' } else { '\t' }).collect(),
-        };
-        stream.extend_from_slice(text.as_bytes());
-        stream.extend_from_slice(match ending {
-            Ending::Lf => b"\n",
-            Ending::CrLf => b"\r\n",
+            Line::Greeting(Json(value)) => raw(json!({ "QMP": value }).to_string()),
+            Line::Blank(n) => raw((0..n % 4).map(|i| if i % 2 == 0 { ' ' } else { '\t' }).collect()),
+            // A line break inside would make two lines, one of which might parse.
+            Line::Garbage(text) => raw(format!("not json {}", text.replace(['\n', '\r'], " "))),
         });
     }
     runtime().block_on(async {
         let (client, server) = UnixStream::pair().expect("socketpair");
         // Held to the end: the finished task keeps the server's end of the socket open.
-        let _server = tokio::spawn(serve(server, stream, cuts));
+        let _server = tokio::spawn(converse(server, segments, cuts));
         let mut replies = replies.into_iter();
         let handshake = Qmp::handshake(client).await;
         let qmp = match (replies.next(), handshake) {

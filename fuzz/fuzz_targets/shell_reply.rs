@@ -1,4 +1,4 @@
-//! The backdoor shell's reply decoder (`ntd_core::machine::shell`).
+//! The backdoor shell's reply decoder (`ntd_core::machine::qemu::frame`).
 //!
 //! - A stream made of raw bytes and pieces of the framing (the `\n<nonce> ` that starts the
 //!   status line, whole status lines, newlines, runs of one byte), pushed in any chunking, is
@@ -14,7 +14,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use ntd_core::machine::shell::{Frame, Reply};
+use ntd_core::machine::qemu::frame::{Frame, Reply};
 
 /// The longest status text the decoder waits for before calling the line malformed: `%d` of
 /// any `i32` is at most 11 bytes, and the decoder gives up after 16 without a newline.

@@ -21,7 +21,6 @@ import datetime
 import os
 import re
 import sys
-import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,18 +37,11 @@ from ntd.polling_condition import PollingCondition
 
 BaseMachine = _native.BaseMachine
 QemuMachine = _native.QemuMachine
+NspawnMachine = _native.NspawnMachine
 # The era-A name of the machine class, for old test scripts.
 Machine = _native.QemuMachine
 VLan = _native.VLan
 Logger = _native.Logger
-
-
-class NspawnMachine(BaseMachine):
-    """Upstream's systemd-nspawn container machine. ntd runs QEMU machines only; the class
-    exists so that scripts and type stubs naming it keep working."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> "NspawnMachine":
-        raise MachineError("systemd-nspawn containers are not supported by ntd; use QEMU nodes")
 
 
 class AssertionTester(TestCase):
@@ -68,28 +60,13 @@ def retry(
 ) -> None:
     """Call `fn(last_try)` once a second until it returns True, for `timeout` (default 15
     minutes); then once more with `last_try=True`; raise `RequestedAssertionFailed` if that
-    fails too. `timeout_seconds` is the older name of `timeout`."""
+    fails too. `timeout_seconds` is the older name of `timeout`. The schedule is ntd-core's,
+    shared with every wait that retries."""
     if timeout_seconds is not None:
         if timeout is not None:
             raise TypeError("retry() got both 'timeout' and 'timeout_seconds' arguments. Pass only 'timeout'")
-        timeout = as_timedelta(timeout_seconds)
-    elif timeout is None:
-        timeout = _DEFAULT_TIMEOUT
-    else:
-        timeout = as_timedelta(timeout)
-    start = time.monotonic()
-
-    def elapsed() -> datetime.timedelta:
-        return datetime.timedelta(seconds=time.monotonic() - start)
-
-    while elapsed() < timeout:
-        if fn(False):
-            return
-        time.sleep(1)
-    if not fn(True):
-        raise RequestedAssertionFailed(
-            f"action timed out after {elapsed().total_seconds():.2f} seconds (timeout={timeout.total_seconds()})"
-        )
+        timeout = timeout_seconds
+    _native.retry(fn, as_timedelta(timeout) if timeout is not None else _DEFAULT_TIMEOUT)
 
 
 def pythonize_name(name: str) -> str:
@@ -188,7 +165,6 @@ class Driver:
         if native is None or not self._owned:
             return
         _open_drivers.discard(self)
-        native.cancel_timer()
         native.cleanup()
         self._owned = False
 
@@ -337,7 +313,7 @@ class Driver:
         """Run the test script (for non-interactive runs), then `sync` every machine that is up."""
         shown = int(self.global_timeout) if self.global_timeout == int(self.global_timeout) else self.global_timeout
         self.logger.info(f"Test will time out and terminate in {shown} seconds")
-        self._opened().start_timer()
+        self._opened().arm_global_timeout()
         self.test_script()
         for machine in self.machines:
             if machine.is_up():
@@ -351,7 +327,7 @@ class Driver:
         """Wait for all machines to shut down."""
         native = self._opened()
         native.join_all()
-        native.cancel_timer()
+        native.finish()
 
     def create_machine(
         self,
@@ -393,25 +369,13 @@ class Driver:
 
     def interactive(self, history: "str | os.PathLike[str]" = ".nixos-test-history") -> None:
         """Upstream's `--interactive`: a Python prompt with the test script's globals, until
-        end of input. ptpython when it is installed, else Python's own console with readline;
-        the history is kept in `history`. Ctrl-C interrupts the command running, not the
-        session; the global timeout does not run."""
+        end of input (see `ntd.repl`). Ctrl-C interrupts the command running, not the session;
+        the global timeout does not run."""
+        from ntd.repl import prompt
+
         self._interactive = True
         self._set_host_side_waits(True)
-        symbols = self.test_symbols()
-        history_path = os.path.abspath(history)
-        try:
-            from ptpython.repl import embed  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            have_ptpython = False
-        else:
-            have_ptpython = True
-        # Outside the `except`: an interrupted command must not show the ImportError as its
-        # context.
-        if have_ptpython:
-            embed(globals=symbols, history_filename=history_path)
-        else:
-            _console(symbols, history_path)
+        prompt(self.test_symbols(), os.path.abspath(history))
 
     def polling_condition(
         self,
@@ -461,34 +425,6 @@ class Driver:
         if fun_ is None:
             return Poll
         return Poll(fun_)
-
-
-def _console(symbols: dict[str, Any], history_path: str) -> None:
-    """Python's interactive console on `symbols`, with readline editing, completion of the
-    globals, and the history kept in `history_path`."""
-    import code
-
-    try:
-        import readline
-        import rlcompleter
-    except ImportError:
-        readline = None  # type: ignore[assignment]
-    if readline is not None:
-        readline.set_completer(rlcompleter.Completer(symbols).complete)
-        readline.parse_and_bind("tab: complete")
-        readline.set_history_length(10_000)
-        try:
-            readline.read_history_file(history_path)
-        except OSError:
-            pass
-    try:
-        code.interact(banner="", local=symbols, exitmsg="")
-    finally:
-        if readline is not None:
-            try:
-                readline.write_history_file(history_path)
-            except OSError as e:
-                print(f"cannot write the history {history_path}: {e}", file=sys.stderr)
 
 
 def generate_driver_symbols() -> None:

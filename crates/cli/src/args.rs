@@ -161,7 +161,7 @@ impl Args {
             None => writable_dir(Path::new("."))?,
         };
         let connect_timeout = match self.connect_timeout {
-            None => ntd_core::machine::DEFAULT_CONNECT_TIMEOUT,
+            None => ntd_core::machine::qemu::DEFAULT_CONNECT_TIMEOUT,
             Some(secs) => Duration::try_from_secs_f64(secs)
                 .map_err(|_| UsageError(format!("invalid --connect-timeout {secs}")))?,
         };
@@ -193,7 +193,7 @@ impl Args {
         })?;
         let cwd = std::env::current_dir().map_err(|e| UsageError(format!("cannot read the current directory: {e}")))?;
         for machine in &mut spec.machines {
-            let command = ntd_core::machine::start_command::StartCommand::new(machine.start_command.clone());
+            let command = ntd_core::machine::qemu::start_command::StartCommand::new(machine.start_command.clone());
             if let Some((path, problem)) = command.script_problem() {
                 return Err(UsageError(format!("start script {} {problem}", path.display())));
             }

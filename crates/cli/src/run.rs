@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use clap::Parser;
-use ntd_core::driver::DriverOptions;
+use ntd_core::driver::{DriverOptions, Stop};
 use ntd_core::log;
 use ntd_core::log::junit::JunitReport;
 use ntd_core::log::terminal::TerminalLayer;
@@ -27,7 +27,7 @@ enum Outcome {
     Failed(i32),
     TimedOut,
     Interrupted,
-    /// Stopped by a signal other than SIGINT (SIGTERM).
+    /// Stopped by a signal other than SIGINT (SIGTERM), with the exit status that says so.
     Terminated(i32),
 }
 
@@ -38,7 +38,7 @@ impl Outcome {
             Outcome::Failed(status) => *status,
             Outcome::TimedOut => exit::TEST_FAILED,
             Outcome::Interrupted => exit::INTERRUPTED,
-            Outcome::Terminated(signal) => 128 + signal,
+            Outcome::Terminated(status) => *status,
         }
     }
 
@@ -92,9 +92,19 @@ fn install_sinks(resolved: &Resolved) -> Result<(), String> {
         .with(xml.as_ref().map(XmlLog::layer));
     tracing::subscriber::set_global_default(subscriber).map_err(|_| "cannot install the logger".to_owned())?;
     Outputs::install(junit, xml, telemetry);
-    // The global timeout may have to end the process itself; the reports go out first.
-    ntd_python::driver::set_exit_hook(outputs::finish);
+    ntd_python::driver::set_abandon_hook(abandon);
     Ok(())
+}
+
+/// A test script that does not stop after the global timeout or SIGTERM (it swallows the
+/// interruption): the machines are already stopped; end the process with the reports written
+/// and the open spans exported, as the test's outcome.
+fn abandon(stop: &Stop) {
+    let reason = stop.abandon_message();
+    log::error(None, &format!("{reason}; exiting"));
+    log::end_open_spans(&reason, stop.outcome());
+    outputs::finish();
+    std::process::exit(stop.exit_status());
 }
 
 fn run(resolved: Resolved) -> i32 {
@@ -115,11 +125,6 @@ fn run(resolved: Resolved) -> i32 {
         eprintln!("nixos-test-driver: error: cannot start the Python interpreter: {e}");
         return exit::USAGE;
     }
-    if let Err(e) = ntd_python::driver::stop_on_sigterm(resolved.interactive) {
-        eprintln!("nixos-test-driver: error: cannot handle SIGTERM: {e}");
-        return exit::USAGE;
-    }
-    let global_timeout = resolved.spec.global_timeout;
     let interactive = resolved.interactive;
     let debug_hook_attach = resolved.debug_hook_attach;
     let options = DriverOptions {
@@ -128,20 +133,23 @@ fn run(resolved: Resolved) -> i32 {
         out_dir: resolved.output_directory,
         keep_machine_state: resolved.keep_machine_state,
         connect_timeout: resolved.connect_timeout,
+        global_timeout: resolved.spec.global_timeout,
     };
     let outcome = Python::attach(|py| {
-        let native = match ntd_python::driver::Driver::start(py, options, global_timeout) {
+        let native = match ntd_python::driver::Driver::start(py, options) {
             Ok(native) => native,
             Err(e) => {
                 log::error(None, &format!("cannot start the driver: {e}"));
                 return Outcome::Failed(exit::TEST_FAILED);
             }
         };
+        if let Err(e) = native.get().terminate_on_sigterm(interactive) {
+            log::error(None, &e.to_string());
+        }
         let outcome = run_script(py, &native, &tests, interactive, debug_hook_attach.as_deref());
         if let Err(e) = native.call_method0(py, "cleanup") {
             log::error(None, &format!("cleanup failed: {e}"));
         }
-        native.call_method0(py, "cancel_timer").ok();
         flush_python_output(py);
         outcome
     });
@@ -178,20 +186,21 @@ fn run_script(
         driver.call_method0(if interactive { "interactive" } else { "run_tests" })?;
         Ok(())
     })();
-    if let Some(fault) = native.get().fault() {
-        // A switch died and interrupted the script; its KeyboardInterrupt is not the story.
-        let _ = py.check_signals();
-        log::test_error(&fault);
-        return Outcome::Failed(exit::TEST_FAILED);
-    }
-    if native.get().has_timed_out() {
-        // The timeout interrupted the main thread; a signal may still be pending.
-        let _ = py.check_signals();
-        log::test_error(&format!(
-            "the test was stopped by its global timeout ({} seconds)",
-            ntd_core::config::format_seconds(native.get().global_timeout_duration())
-        ));
-        return Outcome::TimedOut;
+    let stop = native.get().core().stop_reason();
+    match &stop {
+        // A switch died or the global timeout fired, and interrupted the script: its
+        // KeyboardInterrupt is not the story. The interruption may still be pending.
+        Some(stop @ Stop::SwitchFailed(_)) => {
+            let _ = py.check_signals();
+            log::test_error(&stop.message());
+            return Outcome::Failed(exit::TEST_FAILED);
+        }
+        Some(stop @ Stop::GlobalTimeout(_)) => {
+            let _ = py.check_signals();
+            log::test_error(&stop.message());
+            return Outcome::TimedOut;
+        }
+        Some(Stop::Signal(_)) | None => {}
     }
     match result {
         Ok(()) if interactive => Outcome::Passed,
@@ -203,12 +212,12 @@ fn run_script(
             exit::SUCCESS => Outcome::Passed,
             status => Outcome::Failed(status),
         },
-        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => match ntd_python::driver::terminated_by() {
-            Some(signal) => {
-                log::test_error("terminated by SIGTERM");
-                Outcome::Terminated(signal)
+        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => match stop {
+            Some(stop @ Stop::Signal(_)) => {
+                log::test_error(&stop.message());
+                Outcome::Terminated(stop.exit_status())
             }
-            None => {
+            _ => {
                 log::test_error("interrupted");
                 Outcome::Interrupted
             }

@@ -1,5 +1,7 @@
 //! ntd-core on its own, without Python: boot a machine from its `run-<name>-vm` start script,
-//! wait for systemd, run commands in it, and stop it, with upstream's log on stderr.
+//! wait for systemd, run commands in it, and stop it, with upstream's log on stderr. The run
+//! has the same policy as a test run of `nixos-test-driver`: a global timeout (here 15
+//! minutes), SIGTERM stopping it cleanly, a dying VLAN switch stopping it at once.
 //!
 //! ```sh
 //! cargo run --release -p ntd-core --example boot-and-run -- ./result/bin/run-machine-vm
@@ -14,7 +16,8 @@ use std::time::Duration;
 use ntd_core::config::MachineSpec;
 use ntd_core::driver::{Driver, DriverOptions};
 use ntd_core::log::terminal::TerminalLayer;
-use ntd_core::machine::{DEFAULT_CONNECT_TIMEOUT, ExecuteOptions};
+use ntd_core::machine::ExecuteOptions;
+use ntd_core::machine::qemu::DEFAULT_CONNECT_TIMEOUT;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -34,6 +37,7 @@ async fn main() -> ExitCode {
         out_dir: std::env::temp_dir(),
         keep_machine_state: false,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        global_timeout: Duration::from_secs(15 * 60),
     };
     let driver = match Driver::start(options).await {
         Ok(driver) => driver,
@@ -42,15 +46,23 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = run(&driver).await;
-    // Stop QEMU whatever happened: a Driver that is dropped kills its children too, but
-    // cleanup() shuts them down in order and logs it.
-    driver.cleanup(&[]).await;
+    if let Err(e) = driver.terminate_on_sigterm(false) {
+        eprintln!("boot-and-run: cannot handle SIGTERM: {e}");
+    }
+    // run() arms the global timeout and stops the script when the run is stopped.
+    let outcome = driver.run(run(&driver)).await;
+    // Stop QEMU whatever happened: a machine whose handles are all dropped kills its process
+    // group too, but cleanup() shuts everything down in order and logs it.
+    driver.cleanup().await;
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("boot-and-run: {}", ntd_core::full_message(&e));
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("boot-and-run: {}", e.full_message());
             ExitCode::FAILURE
+        }
+        Err(stop) => {
+            eprintln!("boot-and-run: {}", stop.message());
+            ExitCode::from(u8::try_from(stop.exit_status()).unwrap_or(1))
         }
     }
 }

@@ -1,26 +1,25 @@
-//! The native driver behind a test run: machines, VLANs, `start_all`, the global timeout and
-//! cleanup (the Rust half of upstream's `Driver`; the script-facing half is `ntd/driver.py`).
+//! The native driver behind a test run, for Python: [`ntd_core::Driver`] with its machines and
+//! VLANs as Python objects (the script-facing half is `ntd/driver.py`).
+//!
+//! The run's policy — the global timeout, SIGTERM, a dying switch — is the core's
+//! ([`ntd_core::driver::watchdog`]); this module only tells it how to interrupt a Python test
+//! script (`KeyboardInterrupt` in the script's thread) and, for the embedding command line,
+//! what to do with a script that does not stop ([`set_abandon_hook`]). The library never
+//! exits its user's process.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use ntd_core::config::MachineSpec;
-use ntd_core::driver::DriverOptions;
-use ntd_core::log;
-use ntd_core::machine::Machine;
+use ntd_core::driver::{DriverOptions, Stop, StopHooks};
+use ntd_core::machine::qemu::{DEFAULT_CONNECT_TIMEOUT, QemuMachine as CoreQemu};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::duration::PyDuration;
 use crate::errors::{machine_error, to_pyerr};
-use crate::machine::QemuMachine;
-use crate::runtime::{block_on, block_on_uninterrupted, main_thread};
-
-/// After the global timeout has killed the machines and interrupted the script, how long the
-/// script gets to wind down before the process exits regardless (a script may swallow
-/// `KeyboardInterrupt`).
-const TIMEOUT_GRACE: Duration = Duration::from_secs(30);
+use crate::machine::qemu::QemuMachine;
+use crate::runtime::{block_on, block_on_uninterrupted, main_thread, runtime};
 
 /// A VLAN switch, as the script's `vlans` and `vlan<N>` see it.
 #[pyclass(frozen, module = "ntd._native")]
@@ -40,60 +39,49 @@ impl VLan {
     }
 }
 
-/// A cancellable one-shot timer thread.
-#[derive(Default)]
-struct Timer {
-    cancelled: Mutex<bool>,
-    wake: Condvar,
+/// What the embedding program does with a script that did not stop after the watchdog
+/// stopped the run (see [`StopHooks::abandon`]).
+static ABANDON: OnceLock<fn(&Stop)> = OnceLock::new();
+
+/// Set what happens to a script that does not stop after the global timeout or SIGTERM: the
+/// `nixos-test-driver` binary writes its reports and exits. Without it (the wheel), the
+/// machines are stopped and the script is left to finish.
+pub fn set_abandon_hook(hook: fn(&Stop)) {
+    let _ = ABANDON.set(hook);
 }
 
-impl Timer {
-    /// Wait up to `timeout`; true if it elapsed without being cancelled.
-    fn wait(&self, timeout: Duration) -> bool {
-        let guard = match self.cancelled.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let (guard, _) = match self.wake.wait_timeout_while(guard, timeout, |cancelled| !*cancelled) {
-            Ok(r) => r,
-            Err(p) => p.into_inner(),
-        };
-        !*guard
-    }
-
-    fn cancel(&self) {
-        let mut cancelled = match self.cancelled.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *cancelled = true;
-        self.wake.notify_all();
+/// Send SIGINT to Python's main thread: its handler raises `KeyboardInterrupt` there, also
+/// inside `time.sleep` and inside a blocked machine call.
+pub fn interrupt_main_thread() {
+    if let Some(main) = main_thread() {
+        // The main thread lives as long as the process; a failure means there is nothing left
+        // to interrupt.
+        let _ = nix::sys::pthread::pthread_kill(main, nix::sys::signal::Signal::SIGINT);
     }
 }
 
 /// The machines and VLANs of a test run.
 #[pyclass(frozen, module = "ntd._native")]
 pub struct Driver {
-    core: Arc<ntd_core::Driver>,
+    core: ntd_core::Driver,
     machines: Py<PyList>,
     vlans: Py<PyList>,
-    /// Machines made by `create_machine`, stopped at cleanup too.
-    extra: Arc<Mutex<Vec<Machine>>>,
-    global_timeout: Duration,
-    timer: Arc<Timer>,
-    timer_started: AtomicBool,
-    timed_out: Arc<AtomicBool>,
-    /// Why the run was stopped from outside the script (a VLAN switch died), if it was.
-    fault: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Driver {
     /// Start the driver (VLAN switches, machine state directories) for a test run.
-    pub fn start(py: Python<'_>, options: DriverOptions, global_timeout: Duration) -> PyResult<Py<Driver>> {
-        let core = block_on_uninterrupted(py, ntd_core::Driver::start(options)).map_err(|e| to_pyerr(py, e))?;
+    pub fn start(py: Python<'_>, options: DriverOptions) -> PyResult<Py<Driver>> {
+        let core = block_on_uninterrupted(py, ntd_core::Driver::start(options))?.map_err(|e| to_pyerr(py, e.into()))?;
+        core.set_stop_hooks(StopHooks {
+            interrupt: Box::new(|_| interrupt_main_thread()),
+            abandon: ABANDON.get().map(|hook| Box::new(*hook) as ntd_core::driver::StopHook),
+        });
         let machines = PyList::empty(py);
         for machine in core.machines() {
-            machines.append(QemuMachine::wrap(py, machine.clone())?)?;
+            let Some(qemu) = CoreQemu::from_machine(machine) else {
+                return Err(machine_error(py, format!("{machine:?} is of a kind Python cannot use yet")));
+            };
+            machines.append(QemuMachine::wrap(py, qemu)?)?;
         }
         let vlans = PyList::empty(py);
         for vlan in core.vlans() {
@@ -102,20 +90,7 @@ impl Driver {
                 VLan { nr: vlan.nr(), socket_dir: vlan.socket_dir().to_owned(), pid: vlan.pid() },
             )?)?;
         }
-        Py::new(
-            py,
-            Driver {
-                core: Arc::new(core),
-                machines: machines.unbind(),
-                vlans: vlans.unbind(),
-                extra: Arc::new(Mutex::new(Vec::new())),
-                global_timeout,
-                timer: Arc::new(Timer::default()),
-                timer_started: AtomicBool::new(false),
-                timed_out: Arc::new(AtomicBool::new(false)),
-                fault: Arc::new(std::sync::OnceLock::new()),
-            },
-        )
+        Py::new(py, Driver { core, machines: machines.unbind(), vlans: vlans.unbind() })
     }
 
     /// The core driver.
@@ -123,108 +98,13 @@ impl Driver {
         &self.core
     }
 
-    /// The global timeout.
-    pub fn global_timeout_duration(&self) -> Duration {
-        self.global_timeout
-    }
-
-    /// Whether the global timeout fired.
-    pub fn has_timed_out(&self) -> bool {
-        self.timed_out.load(Ordering::SeqCst)
-    }
-
-    /// Why the run was stopped from outside the script, if it was (a VLAN switch died).
-    pub fn fault(&self) -> Option<String> {
-        self.fault.get().cloned()
-    }
-
-    /// Watch the VLAN switches: one that dies takes every machine's network with it, so the
-    /// test is stopped at once with the switch named, rather than failing later in some
-    /// unrelated-looking network wait.
-    fn watch_switches(&self) {
-        let core = Arc::clone(&self.core);
-        let fault = Arc::clone(&self.fault);
-        crate::runtime::runtime().spawn(async move {
-            let message = core.switch_failure().await;
-            log::error(None, &message);
-            let _ = fault.set(message);
-            interrupt_main_thread();
-        });
-    }
-
-    fn extra_machines(&self) -> Vec<Machine> {
-        match self.extra.lock() {
-            Ok(extra) => extra.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-}
-
-static EXIT_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
-
-/// Set what runs before the process exits on its own (the global timeout giving up on a
-/// script that does not stop): the embedding program's reports and telemetry flush.
-pub fn set_exit_hook(hook: fn()) {
-    let _ = EXIT_HOOK.set(hook);
-}
-
-/// The signal (SIGTERM) that asked the run to stop, once one has.
-static TERMINATED_BY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-/// The signal that asked the run to stop, if one did (see [`stop_on_sigterm`]).
-pub fn terminated_by() -> Option<i32> {
-    match TERMINATED_BY.load(Ordering::SeqCst) {
-        0 => None,
-        signal => Some(signal),
-    }
-}
-
-/// Make SIGTERM stop a test run as Ctrl-C does: the script is interrupted where it is (in a
-/// boot, a command or `time.sleep`), then the machines are stopped, state directories
-/// cleaned and reports written, and the process exits 143. Without it, SIGTERM would end
-/// the process at once: the machines die with it (parent-death signal) but nothing is
-/// written. A script that swallows the interruption (the interactive prompt does) is given
-/// [`TIMEOUT_GRACE`], or until a second SIGTERM; then the reports are written and the process
-/// exits 143 regardless, its children dying with it. For the `nixos-test-driver` binary; a
-/// library user owns their signals.
-pub fn stop_on_sigterm(interactive: bool) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terms = {
-        let _guard = crate::runtime::runtime().enter();
-        signal(SignalKind::terminate())?
-    };
-    crate::runtime::runtime().spawn(async move {
-        if terms.recv().await.is_none() {
-            return;
-        }
-        TERMINATED_BY.store(libc::SIGTERM, Ordering::SeqCst);
-        log::warning(None, "received SIGTERM; stopping the test");
-        if !interactive {
-            interrupt_main_thread();
-            tokio::select! {
-                _ = terms.recv() => {}
-                _ = tokio::time::sleep(TIMEOUT_GRACE) => {}
-            }
-            log::error(None, "the test did not stop after SIGTERM; exiting");
-        }
-        log::end_open_spans("terminated by SIGTERM", "terminated");
-        if let Some(hook) = EXIT_HOOK.get() {
-            hook();
-        }
-        std::process::exit(128 + libc::SIGTERM);
-    });
-    Ok(())
-}
-
-/// Send SIGINT to Python's main thread: its handler raises `KeyboardInterrupt` there, also
-/// inside `time.sleep` and inside a blocked machine call.
-pub fn interrupt_main_thread() {
-    if let Some(main) = main_thread() {
-        // SAFETY: pthread_kill on a thread id obtained from pthread_self in this process; the
-        // main thread lives as long as the process.
-        unsafe {
-            libc::pthread_kill(main, libc::SIGINT);
-        }
+    /// Make SIGTERM stop the run (see [`ntd_core::Driver::terminate_on_sigterm`]). For the
+    /// `nixos-test-driver` binary; a library user owns their signals.
+    pub fn terminate_on_sigterm(&self, interactive: bool) -> PyResult<()> {
+        let _runtime = runtime()?.enter();
+        self.core
+            .terminate_on_sigterm(interactive)
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot handle SIGTERM: {e}")))
     }
 }
 
@@ -253,9 +133,10 @@ impl Driver {
             vlans,
             out_dir,
             keep_machine_state,
-            connect_timeout: connect_timeout.map_or(ntd_core::machine::DEFAULT_CONNECT_TIMEOUT, |t| t.0),
+            connect_timeout: connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| t.0),
+            global_timeout: global_timeout.map_or(ntd_core::config::DEFAULT_GLOBAL_TIMEOUT, |t| t.0),
         };
-        Driver::start(py, options, global_timeout.map_or(ntd_core::config::DEFAULT_GLOBAL_TIMEOUT, |t| t.0))
+        Driver::start(py, options)
     }
 
     /// The machines, sorted by name.
@@ -273,26 +154,27 @@ impl Driver {
     /// The global timeout in seconds.
     #[getter]
     fn global_timeout(&self) -> f64 {
-        self.global_timeout.as_secs_f64()
+        self.core.global_timeout().as_secs_f64()
     }
 
-    /// Whether the global timeout fired.
+    /// Why the run was stopped from outside the script (the global timeout, SIGTERM, a dead
+    /// switch), as the test report says it; `None` while it was not.
     #[getter]
-    fn timed_out(&self) -> bool {
-        self.timed_out.load(Ordering::SeqCst)
+    fn stop_reason(&self) -> Option<String> {
+        self.core.stop_reason().map(|stop| stop.message())
     }
 
     /// Start every machine at once; raise `MachineError` naming each that failed.
     fn start_all(&self, py: Python<'_>) -> PyResult<()> {
-        block_on(py, self.core.start_all())?.map_err(|e| to_pyerr(py, e))
+        block_on(py, self.core.start_all())?.map_err(|e| to_pyerr(py, e.into()))
     }
 
     /// Wait for every machine to shut down.
     fn join_all(&self, py: Python<'_>) -> PyResult<()> {
-        block_on(py, self.core.join_all())?.map_err(|e| to_pyerr(py, e))
+        block_on(py, self.core.join_all())?.map_err(|e| to_pyerr(py, e.into()))
     }
 
-    /// A machine from any start command, outside `machines`.
+    /// A machine from any start command, outside `machines`; the driver stops it at cleanup.
     #[pyo3(signature = (start_command, name=None, keep_machine_state=false))]
     fn create_machine(
         &self,
@@ -301,74 +183,31 @@ impl Driver {
         name: Option<String>,
         keep_machine_state: bool,
     ) -> PyResult<Py<QemuMachine>> {
-        let machine = self.core.create_machine(start_command, name, keep_machine_state).map_err(|e| to_pyerr(py, e))?;
-        match self.extra.lock() {
-            Ok(mut extra) => extra.push(machine.clone()),
-            Err(p) => p.into_inner().push(machine.clone()),
-        }
+        let machine =
+            self.core.create_machine(start_command, name, keep_machine_state).map_err(|e| to_pyerr(py, e.into()))?;
         QemuMachine::wrap(py, machine)
     }
 
-    /// Start the global timeout (once): when it fires, log upstream's message, kill every
-    /// machine and switch, and interrupt the test script. Also start watching the switches.
-    fn start_timer(&self) {
-        if self.timer_started.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.watch_switches();
-        let timer = Arc::clone(&self.timer);
-        let timed_out = Arc::clone(&self.timed_out);
-        let core = Arc::clone(&self.core);
-        let extra = Arc::clone(&self.extra);
-        let timeout = self.global_timeout;
-        let spawned = std::thread::Builder::new().name("ntd-global-timeout".into()).spawn(move || {
-            if !timer.wait(timeout) {
-                return;
-            }
-            timed_out.store(true, Ordering::SeqCst);
-            {
-                let _block = log::block(None, "timeout reached; test terminating...", &[]).entered();
-                core.kill_now();
-                let extra = match extra.lock() {
-                    Ok(extra) => extra.clone(),
-                    Err(p) => p.into_inner().clone(),
-                };
-                for machine in extra {
-                    machine.kill_now();
-                }
-            }
-            interrupt_main_thread();
-            if timer.wait(TIMEOUT_GRACE) {
-                log::error(None, "the test script did not stop after the global timeout; exiting");
-                log::end_open_spans("the test script did not stop after the global timeout", "timed out");
-                if let Some(hook) = EXIT_HOOK.get() {
-                    hook();
-                }
-                std::process::exit(1);
-            }
-        });
-        if spawned.is_err() {
-            log::error(None, "cannot start the global timeout thread; the test has no global timeout");
-        }
+    /// Arm the global timeout (once): when it fires, every machine and switch is killed and
+    /// the test script is interrupted.
+    fn arm_global_timeout(&self) -> PyResult<()> {
+        let _runtime = runtime()?.enter();
+        self.core.arm_global_timeout();
+        Ok(())
     }
 
-    /// Stop the global timeout.
-    fn cancel_timer(&self) {
-        self.timer.cancel();
+    /// The test script is over: the global timeout and the other watches stop.
+    fn finish(&self) {
+        self.core.finish();
     }
 
     /// Release every machine (created ones too) and stop every switch. Not interruptible.
     fn cleanup(&self, py: Python<'_>) -> PyResult<()> {
-        let extra = self.extra_machines();
-        block_on_uninterrupted(py, self.core.cleanup(&extra));
-        Ok(())
+        block_on_uninterrupted(py, self.core.cleanup())
     }
 
     /// Kill every machine and switch now, without waiting.
     fn kill_now(&self) {
         self.core.kill_now();
-        for machine in self.extra_machines() {
-            machine.kill_now();
-        }
     }
 }

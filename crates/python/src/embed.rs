@@ -27,6 +27,7 @@ const SOURCES: &[Source] = &[
     source!("ntd.errors", "ntd/errors.py"),
     source!("ntd.duration", "ntd/duration.py"),
     source!("ntd.debug", "ntd/debug.py"),
+    source!("ntd.repl", "ntd/repl.py"),
     source!("ntd.polling_condition", "ntd/polling_condition.py"),
     source!("ntd.driver", "ntd/driver.py"),
     source!("test_driver", "test_driver/__init__.py"),

@@ -1,7 +1,7 @@
 //! ntd-python: ntd-core as the Python API NixOS test scripts use.
 //!
 //! The native module `ntd._native` holds thin wrappers named as upstream's classes
-//! (`QemuMachine`, `BaseMachine`, `VLan`, the logger) and the native half of the driver; the
+//! (`BaseMachine`, `QemuMachine`, `NspawnMachine`, `VLan`, the logger) and the native half of the driver; the
 //! `ntd` Python package beside it (`python-shim/ntd/`) runs test scripts with upstream's
 //! globals. Two ways in: [`embed`] puts both into the interpreter of a Rust binary (the
 //! `nixos-test-driver` CLI); the `_native` extension module below is what `import ntd` loads
@@ -13,6 +13,7 @@ pub mod embed;
 pub mod errors;
 pub mod logger;
 pub mod machine;
+pub mod retry;
 pub mod runtime;
 
 use pyo3::prelude::*;
@@ -21,12 +22,14 @@ use pyo3::types::PyDict;
 /// Add the native classes and functions to `module` (the `ntd._native` module).
 pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<machine::BaseMachine>()?;
-    module.add_class::<machine::QemuMachine>()?;
+    module.add_class::<machine::qemu::QemuMachine>()?;
+    module.add_class::<machine::nspawn::NspawnMachine>()?;
     module.add_class::<driver::Driver>()?;
     module.add_class::<driver::VLan>()?;
     module.add_class::<logger::Logger>()?;
     module.add_class::<logger::LogBlock>()?;
     module.add_function(wrap_pyfunction!(load_driver_configuration, module)?)?;
+    module.add_function(wrap_pyfunction!(retry::retry, module)?)?;
     Ok(())
 }
 

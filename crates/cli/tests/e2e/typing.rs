@@ -53,7 +53,7 @@ fn a_wrong_argument_type_is_a_type_error() {
     assert_eq!(output.status.code(), Some(1), "{report}");
     assert!(
         report.contains(
-            r#"error: Argument 1 to "wait_for_unit" of "QemuMachine" has incompatible type "int"; expected "str" [arg-type] machine.wait_for_unit(22)"#
+            r#"error: Argument 1 to "wait_for_unit" of "BaseMachine" has incompatible type "int"; expected "str" [arg-type] machine.wait_for_unit(22)"#
         ),
         "{report}"
     );

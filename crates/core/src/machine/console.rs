@@ -1,14 +1,18 @@
-//! The serial console: QEMU's `-serial stdio`, read line by line into the log.
+//! A machine's console: QEMU's serial console (`-serial stdio`), a container's journal, read
+//! line by line into the log.
 //!
 //! As upstream (`process_serial_output`): every line has `\r` removed and trailing whitespace
 //! stripped, goes into the machine's console log (`get_console_log`) and is logged as
 //! `name # line`. Unlike upstream, terminal escape sequences (colours, cursor movement from
 //! systemd or a boot menu) are removed with a real VT parser, and undecodable bytes are dropped.
+//! A machine kind may name lines that mean its guest can no longer answer (a kernel panic):
+//! the console publishes them as faults, which commands in flight watch.
 
 use std::sync::Mutex;
 
-use tokio::io::AsyncReadExt;
-use tokio::process::ChildStdout;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 /// A line longer than this is split: a guest printing without newlines must not grow memory.
@@ -77,55 +81,8 @@ impl LineSplitter {
     }
 }
 
-/// A console line that means the backdoor shell is gone although QEMU still runs: nothing
-/// would ever answer the command in flight, which upstream then waits for until its timeout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuestFault {
-    /// The kernel panicked (NixOS boots with `panic=1`: the guest reboots a second later).
-    KernelPanic(String),
-    /// systemd reports the end of `backdoor.service` (NixOS forwards the journal to the
-    /// serial console).
-    BackdoorExited(String),
-}
-
-impl std::fmt::Display for GuestFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GuestFault::KernelPanic(line) => write!(f, "the guest kernel panicked: {line}"),
-            GuestFault::BackdoorExited(line) => write!(f, "the backdoor shell exited: {line}"),
-        }
-    }
-}
-
-/// The fault a console line reports, if any. Only whole messages count: the kernel's (after
-/// its timestamp) and systemd's own (`systemd[1]: backdoor.service: …`, as journald forwards
-/// them), so a command that prints such text in the middle of a line (its stderr goes to the
-/// same console) or an old journal (`journalctl -b -1`, with dates) is not taken for one.
-pub fn fault_in(line: &str) -> Option<GuestFault> {
-    const BACKDOOR_ENDED: [&str; 3] = [
-        "backdoor.service: Main process exited",
-        "backdoor.service: Deactivated successfully",
-        "backdoor.service: Failed with result",
-    ];
-    let message = strip_timestamp(line.trim_start());
-    if message.starts_with("Kernel panic - not syncing") {
-        return Some(GuestFault::KernelPanic(message.to_owned()));
-    }
-    let unit_message = message.strip_prefix("systemd[1]: ").unwrap_or(message);
-    BACKDOOR_ENDED
-        .iter()
-        .any(|needle| unit_message.starts_with(needle))
-        .then(|| GuestFault::BackdoorExited(unit_message.to_owned()))
-}
-
-/// `line` without a leading kernel timestamp (`[   12.345678] `).
-fn strip_timestamp(line: &str) -> &str {
-    let Some(rest) = line.strip_prefix('[') else { return line };
-    match rest.split_once(']') {
-        Some((stamp, message)) if stamp.trim().chars().all(|c| c.is_ascii_digit() || c == '.') => message.trim_start(),
-        _ => line,
-    }
-}
+/// Says whether a console line means the guest can no longer answer, and describes it.
+pub type FaultClassifier = fn(&str) -> Option<String>;
 
 /// A machine's console log since its last start.
 #[derive(Debug)]
@@ -135,25 +92,34 @@ pub struct Console {
     count: watch::Sender<usize>,
     /// How many lines `wait_for_console_text` has consumed (upstream's shared queue).
     cursor: Mutex<usize>,
-    /// The last fault seen on the console; commands in flight watch it.
-    fault: watch::Sender<Option<GuestFault>>,
+    /// Which lines are faults (none, for a kind that names none).
+    classify: Option<FaultClassifier>,
+    /// The last fault seen on the console, described; commands in flight watch it.
+    fault: watch::Sender<Option<String>>,
     /// How many faults were seen, so that one between two commands is noticed too.
-    fault_count: std::sync::atomic::AtomicU64,
+    fault_count: AtomicU64,
 }
 
 impl Default for Console {
+    /// A console that sees no line as a fault.
     fn default() -> Self {
-        Console {
-            lines: Mutex::new(Vec::new()),
-            count: watch::Sender::new(0),
-            cursor: Mutex::new(0),
-            fault: watch::Sender::new(None),
-            fault_count: std::sync::atomic::AtomicU64::new(0),
-        }
+        Console::new(None)
     }
 }
 
 impl Console {
+    /// An empty console; `classify` names the lines that are faults.
+    pub fn new(classify: Option<FaultClassifier>) -> Console {
+        Console {
+            lines: Mutex::new(Vec::new()),
+            count: watch::Sender::new(0),
+            cursor: Mutex::new(0),
+            classify,
+            fault: watch::Sender::new(None),
+            fault_count: AtomicU64::new(0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
         match self.lines.lock() {
             Ok(lines) => lines,
@@ -167,7 +133,7 @@ impl Console {
         self.set_cursor(0);
         self.count.send_replace(0);
         self.fault.send_replace(None);
-        self.fault_count.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.fault_count.store(0, Ordering::SeqCst);
     }
 
     /// The first line `wait_for_console_text` has not consumed yet. Upstream's waits take
@@ -187,9 +153,10 @@ impl Console {
         }
     }
 
-    fn push(&self, line: String) {
-        if let Some(fault) = fault_in(&line) {
-            self.fault_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    /// Add a line (the pumps do; tests may).
+    pub fn push(&self, line: String) {
+        if let Some(fault) = self.classify.and_then(|classify| classify(&line)) {
+            self.fault_count.fetch_add(1, Ordering::SeqCst);
             self.fault.send_replace(Some(fault));
         }
         let mut lines = self.lock();
@@ -221,24 +188,25 @@ impl Console {
         self.count.subscribe()
     }
 
-    /// How many [`GuestFault`] lines have arrived since the machine started.
+    /// How many fault lines have arrived since the machine started.
     pub fn fault_count(&self) -> u64 {
-        self.fault_count.load(std::sync::atomic::Ordering::SeqCst)
+        self.fault_count.load(Ordering::SeqCst)
     }
 
-    /// The last [`GuestFault`] line, if any.
-    pub fn last_fault(&self) -> Option<GuestFault> {
+    /// The last fault line, described, if any.
+    pub fn last_fault(&self) -> Option<String> {
         self.fault.borrow().clone()
     }
 
-    /// A receiver that changes whenever a [`GuestFault`] line arrives.
-    pub fn subscribe_faults(&self) -> watch::Receiver<Option<GuestFault>> {
+    /// A receiver that changes whenever a fault line arrives.
+    pub fn subscribe_faults(&self) -> watch::Receiver<Option<String>> {
         self.fault.subscribe()
     }
 }
 
-/// Read QEMU's stdout until it closes, logging each line as `machine # line`.
-pub async fn pump(mut stdout: ChildStdout, machine: String, console: std::sync::Arc<Console>) {
+/// Read a console (QEMU's stdout, a journal) until it closes, logging each line as
+/// `machine # line`.
+pub async fn pump(mut stdout: impl AsyncRead + Unpin, machine: String, console: std::sync::Arc<Console>) {
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -297,39 +265,21 @@ mod tests {
     }
 
     #[test]
-    fn faults_are_recognised_and_quoted_without_timestamps() {
-        assert_eq!(
-            fault_in("[   12.034567] Kernel panic - not syncing: sysrq triggered crash"),
-            Some(GuestFault::KernelPanic("Kernel panic - not syncing: sysrq triggered crash".into()))
-        );
-        let exited = "systemd[1]: backdoor.service: Main process exited, code=killed, status=9/KILL";
-        assert_eq!(
-            fault_in(exited),
-            Some(GuestFault::BackdoorExited(
-                "backdoor.service: Main process exited, code=killed, status=9/KILL".into()
-            ))
-        );
-        assert_eq!(
-            fault_in("[   13.5] backdoor.service: Deactivated successfully."),
-            Some(GuestFault::BackdoorExited("backdoor.service: Deactivated successfully.".into()))
-        );
-        assert!(fault_in("[  OK  ] Started backdoor.service.").is_none());
-        assert!(fault_in("kernel: panic=1 on the command line").is_none());
-        // Text a command prints, or an old boot's journal, is not a fault.
-        assert!(fault_in("+ echo Kernel panic - not syncing").is_none());
-        assert!(fault_in("Dec 02 02:10:11 machine systemd[1]: backdoor.service: Deactivated successfully.").is_none());
-        assert!(fault_in("[  OK  ] Kernel panic - not syncing").is_none());
-    }
-
-    #[test]
     fn a_fault_line_is_published_and_a_new_boot_forgets_it() {
-        let console = Console::default();
+        fn panics(line: &str) -> Option<String> {
+            line.starts_with("Kernel panic").then(|| format!("it panicked: {line}"))
+        }
+        let console = Console::new(Some(panics));
         let mut faults = console.subscribe_faults();
         console.push("booting".into());
         assert!(!faults.has_changed().unwrap_or(true));
         console.push("Kernel panic - not syncing: Attempted to kill init!".into());
         assert!(faults.has_changed().unwrap_or(false));
-        assert!(matches!(*faults.borrow_and_update(), Some(GuestFault::KernelPanic(_))));
+        assert_eq!(
+            faults.borrow_and_update().as_deref(),
+            Some("it panicked: Kernel panic - not syncing: Attempted to kill init!")
+        );
+        assert_eq!(console.fault_count(), 1);
         console.clear();
         assert!(faults.borrow_and_update().is_none());
     }

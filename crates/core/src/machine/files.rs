@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::shell::make_command;
+use super::quote::make_command;
 use super::{Error, Machine, Result};
 
 /// Where the guest mounts the shared directory.

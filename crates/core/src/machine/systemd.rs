@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::shell::shell_quote;
+use super::quote::shell_quote;
 use super::waits::{GuestWait, NAP};
 use super::{Error, ExecuteOptions, Machine, Result};
 use crate::log;
@@ -168,18 +168,6 @@ impl Machine {
             self.unit_wait_outcome(unit, outcome, timeout, reached()).await
         })
         .await
-    }
-
-    /// Upstream's `switch_root()`: for a guest with a backdoor in its systemd initrd, wait
-    /// for `initrd.target`, start the switch to stage 2 without waiting for an answer, and
-    /// wait for the stage-2 backdoor.
-    pub async fn switch_root(&self) -> Result<()> {
-        self.wait_for_unit("initrd.target", None, super::DEFAULT_TIMEOUT).await?;
-        let fire_and_forget = ExecuteOptions { check_return: false, check_output: false, ..ExecuteOptions::default() };
-        self.execute("systemctl isolate --no-block initrd-switch-root.target 2>/dev/null >/dev/null", fire_and_forget)
-            .await?;
-        self.mark_disconnected();
-        self.connect().await
     }
 
     /// Turn the exit of a unit wait loop into upstream's result; after a timeout, one last

@@ -13,10 +13,9 @@
 //! failing condition go unnoticed for the whole wait.
 
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::shell::shell_quote;
+use super::quote::shell_quote;
 use super::{Error, ExecuteOptions, Machine, Result, lock};
 use crate::log;
 
@@ -66,16 +65,6 @@ fn tcp_check(addr: &str, port: u16) -> String {
 }
 
 impl Machine {
-    /// Whether waits must poll from the host: a polling condition is active.
-    pub fn host_side_waits(&self) -> bool {
-        self.inner.host_side_waits.load(Ordering::SeqCst)
-    }
-
-    /// Make waits poll from the host (while a polling condition is active) or from the guest.
-    pub fn set_host_side_waits(&self, enable: bool) {
-        self.inner.host_side_waits.store(enable, Ordering::SeqCst);
-    }
-
     /// Run an in-guest wait loop under `timeout`.
     /// `what` says what is awaited, for an error (the loop's script says little to a user).
     pub(crate) async fn guest_wait(&self, script: &str, what: &str, timeout: Duration) -> Result<GuestWait> {
@@ -109,7 +98,7 @@ impl Machine {
 
     /// Wait until `check` (a shell condition) holds: in the guest, or from the host while
     /// polling conditions are active. Either way, upstream's timeout semantics.
-    async fn wait_for_condition(&self, check: &str, interval: &str, timeout: Duration) -> Result<()> {
+    pub(crate) async fn wait_for_condition(&self, check: &str, interval: &str, timeout: Duration) -> Result<()> {
         let once = || async move {
             let (status, _) = self.execute(check, ExecuteOptions::default()).await?;
             Ok::<_, Error>(status == 0)
@@ -168,16 +157,6 @@ impl Machine {
         .await
     }
 
-    /// Upstream's `wait_for_x(timeout=900)`: graphical target reached and the X socket there.
-    pub async fn wait_for_x(&self, timeout: Duration) -> Result<()> {
-        log::nested(Some(self.name()), "waiting for the X11 server", async {
-            let check = "{ journalctl -b SYSLOG_IDENTIFIER=systemd | grep 'Reached target Current graphical' >/dev/null \
-                         && [ -e /tmp/.X11-unix/X0 ]; }";
-            self.wait_for_condition(check, "1", timeout).await
-        })
-        .await
-    }
-
     /// Upstream's `wait_until_succeeds(command, timeout=900)`: retry once a second until the
     /// command succeeds; returns its output. Each attempt is bounded by `attempt_timeout`
     /// (default: `timeout`, as upstream).
@@ -229,18 +208,6 @@ impl Machine {
     /// Upstream's `sleep(secs)`: sleep in guest time (`succeed("sleep N")`).
     pub async fn sleep(&self, duration: Duration) -> Result<()> {
         self.succeed(&[format!("sleep {}", crate::config::format_seconds(duration))], None).await?;
-        Ok(())
-    }
-
-    /// Upstream's `get_tty_text(tty)`: the text on virtual console `tty`, folded to its width.
-    pub async fn get_tty_text(&self, tty: &str) -> Result<Vec<u8>> {
-        let command = format!("fold -w$(stty -F /dev/tty{tty} size | awk '{{print $2}}') /dev/vcs{tty}");
-        Ok(self.execute(&command, ExecuteOptions::default()).await?.1)
-    }
-
-    /// Upstream's `dump_tty_contents(tty)`: put the console's text into the journal.
-    pub async fn dump_tty_contents(&self, tty: &str) -> Result<()> {
-        self.execute(&format!("fold -w 80 /dev/vcs{tty} | systemd-cat"), ExecuteOptions::default()).await?;
         Ok(())
     }
 }

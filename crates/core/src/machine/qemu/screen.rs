@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{Error, Machine, Result};
+use super::QemuMachine;
+use crate::machine::{Error, Result};
 use crate::{log, ocr};
 
 /// Screendumps of one process get distinct names.
 static DUMPS: AtomicU64 = AtomicU64::new(0);
 
-impl Machine {
+impl QemuMachine {
     fn screen_error(&self, action: &str, source: std::io::Error) -> Error {
         Error::HostFile { machine: self.name().to_owned(), action: action.to_owned(), source }
     }

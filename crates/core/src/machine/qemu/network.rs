@@ -1,13 +1,14 @@
 //! The machine's network links, through the HMP monitor (upstream's `block`, `unblock`,
 //! `forward_port`).
 
-use super::{Machine, Result};
+use super::QemuMachine;
+use crate::machine::Result;
 
 /// The QEMU device of the first VLAN NIC: NixOS puts the user-mode NIC first
 /// (`virtio-net-pci.0`, eth0) and the VLAN NICs after it, and upstream hard-codes this name.
 const FIRST_VLAN_NIC: &str = "virtio-net-pci.1";
 
-impl Machine {
+impl QemuMachine {
     /// Upstream's `block()`: unplug the cable of the first VLAN NIC (eth1); eth0 stays up.
     pub async fn block(&self) -> Result<()> {
         self.send_monitor_command(&format!("set_link {FIRST_VLAN_NIC} off")).await.map(drop)

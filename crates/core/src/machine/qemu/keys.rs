@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::{Machine, Result};
+use super::QemuMachine;
 use crate::log;
+use crate::machine::Result;
 
 /// The QEMU key name for a character that is not its own key name (upstream's `CHAR_TO_KEY`).
 /// Lowercase letters and digits are key names themselves; anything else is passed as given
@@ -97,7 +98,7 @@ pub fn qmp_keys(key: &str) -> Vec<Value> {
         .collect()
 }
 
-impl Machine {
+impl QemuMachine {
     /// Upstream's `send_key(key, delay=0.01, log=True)`: press a key or a combination, then
     /// pause `delay` (upstream added it because keys were dropped). Upstream goes through the
     /// HMP `sendkey`; ntd uses QMP's `send-key`, so an unknown key is an error instead of a

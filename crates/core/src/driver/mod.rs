@@ -1,21 +1,30 @@
 //! The driver: the machines and VLANs of one test run (upstream's `test_driver/driver.py`).
 //!
 //! [`Driver::start`] does what upstream's `Driver.__enter__` does: find the temporary
-//! directory, start one switch per VLAN, and create one [`Machine`] per start script (which
-//! prepares its state directory). [`Driver::cleanup`] is `__exit__`: release every machine and
-//! stop every switch. Running the test script is the caller's business (the Python layer).
+//! directory, start one switch per VLAN, and create one machine per start script (which
+//! prepares its state directory). [`Driver::create_machine`] adds machines later; the driver
+//! keeps them too, so [`Driver::cleanup`] (upstream's `__exit__`) stops every machine it ever
+//! made, then every switch. The policy of the run — the global timeout, termination on
+//! signals, the switches' health — is the [`watchdog`]'s, the same for every program that
+//! drives a run: the command line, the REPL, the Python library and a Rust program.
+//! Running the test script is the caller's business.
+
+pub mod watchdog;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::MachineSpec;
-use crate::error::ErrorKind;
+use crate::errors::ErrorKind;
 use crate::log;
-use crate::machine::{self, Machine, MachineConfig};
-use crate::vlan::VLan;
+use crate::machine::qemu::{QemuConfig, QemuMachine};
+use crate::machine::{self, Machine, lock};
+use crate::vlan::{self, VLan};
+pub use watchdog::{Stop, StopHook, StopHooks};
 
 /// A driver failure.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +40,14 @@ pub enum Error {
     /// Two machines have the same name.
     #[error("two machines are named {0:?}")]
     DuplicateName(String),
+    /// A VLAN switch did not start.
+    #[error(transparent)]
+    Vlan(#[from] vlan::Error),
+    /// A machine cannot be created.
+    #[error(transparent)]
+    Machine(#[from] machine::Error),
     /// Some machines failed to start (upstream's message, then one line per machine).
-    #[error("Failed to start the following machines:\n{}", failures.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    #[error("Failed to start the following machines:\n{}", failures.iter().map(|(_, e)| crate::full_message(e)).collect::<Vec<_>>().join("\n"))]
     StartFailed {
         /// Each machine that failed and why.
         failures: Vec<(String, machine::Error)>,
@@ -44,6 +59,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::TmpDir { .. } | Error::DuplicateName(_) => ErrorKind::Config,
+            Error::Vlan(_) => ErrorKind::Machine,
+            Error::Machine(e) => e.kind(),
             Error::StartFailed { failures } => match failures.as_slice() {
                 [(_, only)] => only.kind(),
                 _ => ErrorKind::Machine,
@@ -65,16 +82,33 @@ pub struct DriverOptions {
     pub keep_machine_state: bool,
     /// How long each machine may take to connect its backdoor shell.
     pub connect_timeout: Duration,
+    /// How long the whole test may take (see [`Driver::arm_global_timeout`]).
+    pub global_timeout: Duration,
 }
 
-/// The machines and VLANs of one test run.
-#[derive(Debug)]
-pub struct Driver {
+struct Inner {
+    /// The machines of the configuration, sorted by name.
     machines: Vec<Machine>,
+    /// Machines made later by `create_machine`, in the order made.
+    created: Mutex<Vec<Machine>>,
     vlans: Vec<VLan>,
     tmp_dir: PathBuf,
     out_dir: PathBuf,
     connect_timeout: Duration,
+    global_timeout: Duration,
+    watchdog: watchdog::Watchdog,
+}
+
+/// The machines and VLANs of one test run. Cloning gives another handle to the same run.
+#[derive(Clone)]
+pub struct Driver {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("machines", &self.inner.machines).field("vlans", &self.inner.vlans).finish()
+    }
 }
 
 /// Upstream's `get_tmp_dir`: `XDG_RUNTIME_DIR`, else Python's `tempfile.gettempdir()` (`TMPDIR`,
@@ -104,21 +138,19 @@ pub fn tmp_dir() -> Result<PathBuf, Error> {
 
 /// Whether the current user may write into `path` (access(2), as Python's `os.access`).
 pub fn is_writable(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
-    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
-    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+    nix::unistd::access(path, nix::unistd::AccessFlags::W_OK).is_ok()
 }
 
 impl Driver {
-    /// Start VLAN switches and create the machines (nothing is booted yet).
-    pub async fn start(options: DriverOptions) -> Result<Driver, crate::Error> {
+    /// Start VLAN switches and create the machines (nothing is booted yet), and start
+    /// watching the switches (see [`watchdog`]). Must run within a tokio runtime.
+    pub async fn start(options: DriverOptions) -> Result<Driver, Error> {
         let tmp_dir = tmp_dir()?;
         let mut vlan_numbers = options.vlans.clone();
         vlan_numbers.sort_unstable();
         vlan_numbers.dedup();
         let mut vlans = Vec::new();
-        let started: Result<(), crate::Error> = log::nested(None, "start all VLans", async {
+        let started: Result<(), Error> = log::nested(None, "start all VLans", async {
             for nr in vlan_numbers {
                 vlans.push(VLan::start(nr, &tmp_dir).await?);
             }
@@ -126,20 +158,19 @@ impl Driver {
         })
         .await;
         let env: Vec<(String, String)> = vlans.iter().map(VLan::environment).collect();
-        let mut machines = Vec::new();
+        let mut machines: Vec<Machine> = Vec::new();
         let created = started.and_then(|()| {
             for spec in &options.machines {
-                let mut config =
-                    MachineConfig::new(spec.start_command.clone(), tmp_dir.clone(), options.out_dir.clone());
+                let mut config = QemuConfig::new(spec.start_command.clone(), tmp_dir.clone(), options.out_dir.clone());
                 config.name = spec.name.clone();
                 config.keep_machine_state = options.keep_machine_state;
                 config.env = env.clone();
                 config.connect_timeout = options.connect_timeout;
-                let machine = Machine::new(config)?;
-                if machines.iter().any(|m: &Machine| m.name() == machine.name()) {
-                    return Err(Error::DuplicateName(machine.name().to_owned()).into());
+                let machine = QemuMachine::new(config)?;
+                if machines.iter().any(|m| m.name() == machine.name()) {
+                    return Err(Error::DuplicateName(machine.name().to_owned()));
                 }
-                machines.push(machine);
+                machines.push(machine.machine().clone());
             }
             Ok(())
         });
@@ -151,54 +182,82 @@ impl Driver {
         }
         // Upstream sorts machines by name (as network.nix numbers nodes).
         machines.sort_by(|a, b| a.name().cmp(b.name()));
-        Ok(Driver { machines, vlans, tmp_dir, out_dir: options.out_dir, connect_timeout: options.connect_timeout })
+        let driver = Driver {
+            inner: Arc::new(Inner {
+                machines,
+                created: Mutex::new(Vec::new()),
+                vlans,
+                tmp_dir,
+                out_dir: options.out_dir,
+                connect_timeout: options.connect_timeout,
+                global_timeout: options.global_timeout,
+                watchdog: watchdog::Watchdog::default(),
+            }),
+        };
+        driver.watch_switches();
+        Ok(driver)
     }
 
-    /// The machines, sorted by name.
+    /// The machines of the configuration, sorted by name.
     pub fn machines(&self) -> &[Machine] {
-        &self.machines
+        &self.inner.machines
+    }
+
+    /// Every machine of the run: the configuration's, then those `create_machine` made.
+    pub fn all_machines(&self) -> Vec<Machine> {
+        let mut all = self.inner.machines.clone();
+        all.extend(lock(&self.inner.created).iter().cloned());
+        all
     }
 
     /// The VLAN switches.
     pub fn vlans(&self) -> &[VLan] {
-        &self.vlans
+        &self.inner.vlans
     }
 
     /// The temporary directory holding state directories, sockets and `shared-xchg`.
     pub fn tmp_dir(&self) -> &Path {
-        &self.tmp_dir
+        &self.inner.tmp_dir
     }
 
     /// Where screenshots and copied files go.
     pub fn out_dir(&self) -> &Path {
-        &self.out_dir
+        &self.inner.out_dir
+    }
+
+    /// How long the whole test may take.
+    pub fn global_timeout(&self) -> Duration {
+        self.inner.global_timeout
     }
 
     /// Upstream's `create_machine(start_command, name=None, keep_machine_state=False)`: a
-    /// machine outside the driver's list, on the driver's VLANs.
+    /// QEMU machine outside the configuration's list, on the driver's VLANs. The driver keeps
+    /// it: it is stopped at cleanup, and killed by the global timeout, like the others.
     pub fn create_machine(
         &self,
         start_command: &str,
         name: Option<String>,
         keep_machine_state: bool,
-    ) -> Result<Machine, crate::Error> {
-        let mut config = MachineConfig::new(start_command, tmp_dir()?, self.out_dir.clone());
+    ) -> Result<QemuMachine, Error> {
+        let mut config = QemuConfig::new(start_command, tmp_dir()?, self.inner.out_dir.clone());
         config.name = name;
         config.keep_machine_state = keep_machine_state;
-        config.env = self.vlans.iter().map(VLan::environment).collect();
-        config.connect_timeout = self.connect_timeout;
-        Ok(Machine::new(config)?)
+        config.env = self.inner.vlans.iter().map(VLan::environment).collect();
+        config.connect_timeout = self.inner.connect_timeout;
+        let machine = QemuMachine::new(config)?;
+        lock(&self.inner.created).push(machine.machine().clone());
+        Ok(machine)
     }
 
     /// Upstream's `start_all()`: start every machine, all at once, and report every failure.
-    pub async fn start_all(&self) -> Result<(), crate::Error> {
+    pub async fn start_all(&self) -> Result<(), Error> {
         log::nested(None, "start all VMs", async {
             let mut starts = JoinSet::new();
-            for machine in &self.machines {
+            for machine in &self.inner.machines {
                 let machine = machine.clone();
                 starts.spawn(
                     async move {
-                        let result = machine.start(false).await;
+                        let result = machine.start().await;
                         (machine.name().to_owned(), result)
                     }
                     .in_current_span(),
@@ -214,16 +273,16 @@ impl Driver {
                 Ok(())
             } else {
                 failures.sort_by(|a, b| a.0.cmp(&b.0));
-                Err(Error::StartFailed { failures }.into())
+                Err(Error::StartFailed { failures })
             }
         })
         .await
     }
 
     /// Upstream's `join_all()`: wait until every machine has shut down.
-    pub async fn join_all(&self) -> Result<(), crate::Error> {
+    pub async fn join_all(&self) -> Result<(), Error> {
         log::nested(None, "wait for all VMs to finish", async {
-            for machine in &self.machines {
+            for machine in &self.inner.machines {
                 machine.wait_for_shutdown().await?;
             }
             Ok(())
@@ -231,27 +290,30 @@ impl Driver {
         .await
     }
 
-    /// Upstream's `__exit__`: release every machine and stop every switch. `extra` are
-    /// machines made with `create_machine`, which upstream leaves running; ntd stops them too.
-    pub async fn cleanup(&self, extra: &[Machine]) {
+    /// Upstream's `__exit__`: release every machine (the created ones too, which upstream
+    /// leaves running) and stop every switch, then remove the state that is not to be kept.
+    /// The run is over: the watchdog stops watching.
+    pub async fn cleanup(&self) {
+        self.finish();
         let span = log::block(None, "cleanup", &[]);
         async {
-            for machine in self.machines.iter().chain(extra) {
+            let machines = self.all_machines();
+            for machine in &machines {
                 machine.release().await;
             }
-            for vlan in &self.vlans {
+            for vlan in &self.inner.vlans {
                 vlan.stop().await;
             }
-            for machine in self.machines.iter().chain(extra) {
+            for machine in &machines {
                 machine.discard_state();
             }
             // The directory all machines share (`/tmp/shared`) goes if it is empty: another
             // run with the same TMPDIR (XDG_RUNTIME_DIR is the same for all of a user's runs)
             // may still use it, as may files a test left there on purpose.
-            let machines = || self.machines.iter().chain(extra);
-            if !machines().any(Machine::keep_machine_state) {
-                for shared in machines().map(Machine::shared_dir).collect::<std::collections::BTreeSet<_>>() {
-                    let _ = std::fs::remove_dir(shared);
+            if !machines.iter().any(Machine::keep_machine_state) {
+                let shared: std::collections::BTreeSet<&Path> = machines.iter().map(Machine::shared_dir).collect();
+                for dir in shared {
+                    let _ = std::fs::remove_dir(dir);
                 }
             }
         }
@@ -259,36 +321,13 @@ impl Driver {
         .await;
     }
 
-    /// Resolve when a VLAN switch exits without being stopped, with a message naming it;
-    /// never resolves when there is none or none fails.
-    pub async fn switch_failure(&self) -> String {
-        let watches: Vec<_> = self.vlans.iter().map(|vlan| Box::pin(vlan.unexpected_exit())).collect();
-        if watches.is_empty() {
-            return std::future::pending().await;
-        }
-        first_of(watches).await
-    }
-
     /// Kill every machine and switch now, without waiting (global timeout, signals).
     pub fn kill_now(&self) {
-        for machine in &self.machines {
+        for machine in self.all_machines() {
             machine.kill_now();
         }
-        for vlan in &self.vlans {
+        for vlan in &self.inner.vlans {
             vlan.kill_now();
         }
     }
-}
-
-/// The output of whichever future finishes first.
-async fn first_of<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> F::Output {
-    std::future::poll_fn(|cx| {
-        for future in &mut futures {
-            if let std::task::Poll::Ready(output) = std::pin::Pin::new(future).poll(cx) {
-                return std::task::Poll::Ready(output);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }

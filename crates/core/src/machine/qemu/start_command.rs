@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::shell::shlex_quote;
+use crate::machine::quote::shlex_quote;
 
 /// The sockets and directories one machine uses.
 #[derive(Debug, Clone)]

@@ -1,0 +1,295 @@
+//! What can go wrong with a machine, whatever its kind, as one error type.
+//!
+//! Messages keep upstream's wording where a test script may match on them (a failed
+//! `succeed`, a unit's state, systemctl's output); the others name the machine and say what
+//! happened, with the last lines of the console or of QEMU's stderr where they tell why.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::errors::ErrorKind;
+
+use super::qemu::{frame, qmp, shell};
+
+/// A machine failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state directory cannot be prepared.
+    #[error("{machine}: cannot prepare {path}")]
+    StateDir {
+        /// The machine.
+        machine: String,
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The start script is missing or cannot be run.
+    #[error("{machine}: start script {path} {problem}")]
+    StartScript {
+        /// The machine.
+        machine: String,
+        /// The script.
+        path: PathBuf,
+        /// `does not exist`, `is not executable`, …
+        problem: &'static str,
+    },
+    /// Setting up or running the start command failed.
+    #[error("{machine}: cannot {action}")]
+    Start {
+        /// The machine.
+        machine: String,
+        /// What was being done.
+        action: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// QEMU (or its start script) exited before the machine was up.
+    #[error("{machine}: QEMU exited with {status} before {stage}{}", tail_text(stderr_tail, "its last output"))]
+    ExitedEarly {
+        /// The machine.
+        machine: String,
+        /// How it exited.
+        status: String,
+        /// What it had not done yet.
+        stage: &'static str,
+        /// The last lines of its stderr.
+        stderr_tail: Vec<String>,
+    },
+    /// QEMU did not connect to the driver's sockets in time.
+    #[error("{machine}: QEMU did not connect to the monitor and shell sockets within {} seconds", waited.as_secs())]
+    StartTimeout {
+        /// The machine.
+        machine: String,
+        /// How long the driver waited.
+        waited: Duration,
+    },
+    /// QMP failed.
+    #[error("{machine}: QMP failed")]
+    Qmp {
+        /// The machine.
+        machine: String,
+        /// What failed.
+        #[source]
+        source: qmp::Error,
+    },
+    /// The HMP monitor failed.
+    #[error("{machine}: the QEMU monitor connection failed")]
+    Monitor {
+        /// The machine.
+        machine: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The guest's backdoor shell never announced itself.
+    #[error(
+        "{machine}: the guest's backdoor shell did not connect within {} seconds; is backdoor.service running?{}",
+        waited.as_secs(),
+        tail_text(serial_tail, "last serial console lines")
+    )]
+    ConnectTimeout {
+        /// The machine.
+        machine: String,
+        /// How long the driver waited.
+        waited: Duration,
+        /// The last serial console lines.
+        serial_tail: Vec<String>,
+    },
+    /// The backdoor shell went away (QEMU exited, or the guest's shell died).
+    #[error(
+        "{machine}: the backdoor shell disconnected {context}{}",
+        tail_text(serial_tail, "last serial console lines")
+    )]
+    ShellDisconnected {
+        /// The machine.
+        machine: String,
+        /// While doing what, and how QEMU exited if it did.
+        context: String,
+        /// The last serial console lines.
+        serial_tail: Vec<String>,
+    },
+    /// QEMU's QMP socket closed under a command: QEMU is gone.
+    #[error("{machine}: QEMU's QMP connection closed {context}{}", tail_text(serial_tail, "last serial console lines"))]
+    QmpClosed {
+        /// The machine.
+        machine: String,
+        /// While doing what, and how QEMU exited if it did.
+        context: String,
+        /// The last serial console lines.
+        serial_tail: Vec<String>,
+    },
+    /// The backdoor shell failed otherwise.
+    #[error("{machine}: backdoor shell failure while running `{command}`")]
+    Shell {
+        /// The machine.
+        machine: String,
+        /// The command.
+        command: String,
+        /// Why.
+        #[source]
+        source: shell::ShellError,
+    },
+    /// A command contained a NUL byte.
+    #[error("{machine}: cannot run `{command}`")]
+    InvalidCommand {
+        /// The machine.
+        machine: String,
+        /// The command (with the NUL shown escaped).
+        command: String,
+        /// Why.
+        #[source]
+        source: frame::NulInCommand,
+    },
+    /// The guest did not answer long after a command's own timeout.
+    #[error("{machine}: the guest did not answer within {} seconds while running `{command}`; it seems hung", waited.as_secs())]
+    GuestHung {
+        /// The machine.
+        machine: String,
+        /// The command.
+        command: String,
+        /// How long the host waited.
+        waited: Duration,
+    },
+    /// An operation needs a running machine.
+    #[error("{machine}: the machine is not running")]
+    NotRunning {
+        /// The machine.
+        machine: String,
+    },
+    /// `succeed` saw a non-zero exit status (upstream's message, word for word).
+    #[error("command `{command}` failed (exit code {status})")]
+    CommandFailed {
+        /// The command.
+        command: String,
+        /// Its exit status.
+        status: i32,
+    },
+    /// `fail` saw a zero exit status (upstream's message, word for word).
+    #[error("command `{command}` unexpectedly succeeded")]
+    CommandSucceeded {
+        /// The command.
+        command: String,
+    },
+    /// A retried wait ran out of time.
+    #[error(transparent)]
+    TimedOut(#[from] crate::retry::TimedOut),
+    /// `systemctl show` failed (upstream's message).
+    #[error("retrieving systemctl {what} for unit \"{unit}\"{} failed with exit code {status}", user.as_ref().map(|u| format!(" under user \"{u}\"")).unwrap_or_default())]
+    SystemctlFailed {
+        /// `info` or `property "<name>"`.
+        what: String,
+        /// The unit.
+        unit: String,
+        /// The user of `systemctl --user`, if any.
+        user: Option<String>,
+        /// systemctl's exit status.
+        status: i32,
+    },
+    /// `systemctl show --property` printed something else (upstream's message, missing space
+    /// included).
+    #[error("systemctl show --property \"{property}\" \"{unit}\"produced invalid output: {output}")]
+    InvalidSystemctlOutput {
+        /// The property.
+        property: String,
+        /// The unit.
+        unit: String,
+        /// What it printed.
+        output: String,
+    },
+    /// A unit waited for has failed.
+    #[error("unit \"{unit}\" reached state \"{state}\"")]
+    UnitFailed {
+        /// The unit.
+        unit: String,
+        /// Its state.
+        state: String,
+    },
+    /// A unit is not in the state required (upstream's message, its doubled word included).
+    #[error("Expected unit '{unit}' to to be in state '{expected}' but it is in state '{state}'")]
+    UnexpectedUnitState {
+        /// The unit.
+        unit: String,
+        /// The state required.
+        expected: String,
+        /// The state it is in.
+        state: String,
+    },
+    /// An in-guest wait loop ended in a way it cannot (the shell could not run it).
+    #[error("{machine}: the wait loop in the guest ended with exit status {status}: {output}")]
+    WaitLoop {
+        /// The machine.
+        machine: String,
+        /// Its exit status.
+        status: i32,
+        /// What it printed.
+        output: String,
+    },
+    /// OCR failed.
+    #[error("{machine}: OCR failed")]
+    Ocr {
+        /// The machine.
+        machine: String,
+        /// What failed.
+        #[source]
+        source: crate::ocr::Error,
+    },
+    /// Copying a file on the host failed.
+    #[error("{machine}: cannot {action}")]
+    HostFile {
+        /// The machine.
+        machine: String,
+        /// What was being done.
+        action: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A unit waited for is inactive and nothing will start it.
+    #[error("unit \"{unit}\" is inactive and there are no pending jobs")]
+    UnitInactive {
+        /// The unit.
+        unit: String,
+    },
+    /// No matching QMP event arrived in time.
+    #[error("no matching QMP event within {} seconds", .0.as_secs_f64())]
+    EventTimeout(Duration),
+    /// A callback (polling condition) failed; its error is passed through as it is.
+    #[error("{0}")]
+    Callback(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn tail_text(lines: &[String], what: &str) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("; {what}:");
+    for line in lines {
+        text.push_str("\n    ");
+        text.push_str(line);
+    }
+    text
+}
+
+impl Error {
+    /// The upstream error class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::CommandFailed { .. }
+            | Error::CommandSucceeded { .. }
+            | Error::TimedOut(_)
+            | Error::SystemctlFailed { .. }
+            | Error::InvalidSystemctlOutput { .. }
+            | Error::UnitFailed { .. }
+            | Error::UnitInactive { .. }
+            | Error::UnexpectedUnitState { .. } => ErrorKind::AssertionFailed,
+            Error::EventTimeout(_) => ErrorKind::Timeout,
+            Error::StartScript { .. } => ErrorKind::Config,
+            _ => ErrorKind::Machine,
+        }
+    }
+}
+
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
