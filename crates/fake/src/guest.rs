@@ -327,6 +327,9 @@ fn run_init(args: &[OsString]) -> io::Result<i32> {
             if poll[0].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP)) {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
+            // A guest's shell has systemd's umask, not the one the driver gives its own
+            // children (077): copies into the guest keep their permission bits as on a VM.
+            nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
             // A /proc of the guest's own pid namespace, where the kernel allows it.
             let none = None::<&std::ffi::CStr>;
             let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;

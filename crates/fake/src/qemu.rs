@@ -114,7 +114,7 @@ pub fn main(arguments: Vec<OsString>) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(async {
+    let status = runtime.block_on(async {
         match start(args).await {
             Ok((vm, signals)) => run(vm, signals).await,
             Err(e) => {
@@ -122,7 +122,12 @@ pub fn main(arguments: Vec<OsString>) -> i32 {
                 1
             }
         }
-    })
+    });
+    // Not a plain drop: the console's input is read by a blocking thread that stays in read(2)
+    // while the driver keeps QEMU's stdin open, and dropping the runtime would wait for it. QEMU
+    // exits whatever its stdin does.
+    runtime.shutdown_background();
+    status
 }
 
 /// A socket endpoint once opened: connected, or listening for its one client.
@@ -273,7 +278,9 @@ async fn read_console_input(record: PathBuf) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 if let Some(file) = file.as_mut() {
+                    // tokio's File writes in the background until flushed.
                     let _ = file.write_all(&buf[..n]).await;
+                    let _ = file.flush().await;
                 }
             }
         }

@@ -233,7 +233,10 @@ impl Machine {
         }
     }
 
+    /// Wait for the fake to exit with its stdin still open, as ntd keeps it: tokio's `wait`
+    /// would close it first, and a QEMU that exits only once its stdin closes would pass.
     pub async fn wait_exit(&mut self) -> ExitStatus {
+        let _stdin = self.child.stdin.take();
         tokio::time::timeout(WAIT, self.child.wait()).await.expect("the fake exits in time").expect("wait")
     }
 
