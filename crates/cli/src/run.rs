@@ -127,14 +127,11 @@ fn run(resolved: Resolved) -> i32 {
     }
     let interactive = resolved.interactive;
     let debug_hook_attach = resolved.debug_hook_attach;
-    let options = DriverOptions {
-        machines: resolved.spec.machines,
-        vlans: resolved.spec.vlans,
-        out_dir: resolved.output_directory,
-        keep_machine_state: resolved.keep_machine_state,
-        connect_timeout: resolved.connect_timeout,
-        global_timeout: resolved.spec.global_timeout,
-    };
+    let mut options = DriverOptions::new(resolved.spec.machines, resolved.output_directory);
+    options.vlans = resolved.spec.vlans;
+    options.keep_machine_state = resolved.keep_machine_state;
+    options.connect_timeout = resolved.connect_timeout;
+    options.global_timeout = resolved.spec.global_timeout;
     let outcome = Python::attach(|py| {
         let native = match ntd_python::driver::Driver::start(py, options) {
             Ok(native) => native,

@@ -17,7 +17,6 @@ use ntd_core::config::MachineSpec;
 use ntd_core::driver::{Driver, DriverOptions};
 use ntd_core::log::terminal::TerminalLayer;
 use ntd_core::machine::ExecuteOptions;
-use ntd_core::machine::qemu::DEFAULT_CONNECT_TIMEOUT;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -31,14 +30,9 @@ async fn main() -> ExitCode {
         eprintln!("usage: boot-and-run START-SCRIPT   (a run-<name>-vm script)");
         return ExitCode::from(2);
     };
-    let options = DriverOptions {
-        machines: vec![MachineSpec { name: None, start_command: start_script }],
-        vlans: Vec::new(),
-        out_dir: std::env::temp_dir(),
-        keep_machine_state: false,
-        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-        global_timeout: Duration::from_secs(15 * 60),
-    };
+    let mut options =
+        DriverOptions::new(vec![MachineSpec { name: None, start_command: start_script }], std::env::temp_dir());
+    options.global_timeout = Duration::from_secs(15 * 60);
     let driver = match Driver::start(options).await {
         Ok(driver) => driver,
         Err(e) => {

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use ntd_core::config::MachineSpec;
 use ntd_core::driver::{DriverOptions, Stop, StopHooks};
-use ntd_core::machine::qemu::{DEFAULT_CONNECT_TIMEOUT, QemuMachine as CoreQemu};
+use ntd_core::machine::qemu::QemuMachine as CoreQemu;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -128,14 +128,16 @@ impl Driver {
             Some(dir) => dir,
             None => std::env::current_dir().map_err(|e| machine_error(py, format!("no current directory: {e}")))?,
         };
-        let options = DriverOptions {
-            machines: machines.into_iter().map(|(name, start_command)| MachineSpec { name, start_command }).collect(),
-            vlans,
-            out_dir,
-            keep_machine_state,
-            connect_timeout: connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| t.0),
-            global_timeout: global_timeout.map_or(ntd_core::config::DEFAULT_GLOBAL_TIMEOUT, |t| t.0),
-        };
+        let specs = machines.into_iter().map(|(name, start_command)| MachineSpec { name, start_command }).collect();
+        let mut options = DriverOptions::new(specs, out_dir);
+        options.vlans = vlans;
+        options.keep_machine_state = keep_machine_state;
+        if let Some(timeout) = connect_timeout {
+            options.connect_timeout = timeout.0;
+        }
+        if let Some(timeout) = global_timeout {
+            options.global_timeout = timeout.0;
+        }
         Driver::start(py, options)
     }
 

@@ -69,7 +69,7 @@ impl Error {
     }
 }
 
-/// What the driver is started with.
+/// What the driver is started with. [`DriverOptions::new`] gives upstream's defaults.
 #[derive(Debug, Clone)]
 pub struct DriverOptions {
     /// The machines.
@@ -84,6 +84,29 @@ pub struct DriverOptions {
     pub connect_timeout: Duration,
     /// How long the whole test may take (see [`Driver::arm_global_timeout`]).
     pub global_timeout: Duration,
+    /// How long a stopped test script gets to wind down before it is abandoned (see
+    /// [`watchdog`]).
+    pub stop_grace: Duration,
+    /// Where state directories, sockets and the shared directory go; `None` takes upstream's
+    /// choice from the environment ([`tmp_dir`]).
+    pub tmp_dir: Option<PathBuf>,
+}
+
+impl DriverOptions {
+    /// The machines `machines`, with outputs in `out_dir` and upstream's defaults otherwise: no
+    /// VLAN, fresh state, a 5-minute connect timeout, a 7-day global timeout.
+    pub fn new(machines: Vec<MachineSpec>, out_dir: impl Into<PathBuf>) -> DriverOptions {
+        DriverOptions {
+            machines,
+            vlans: Vec::new(),
+            out_dir: out_dir.into(),
+            keep_machine_state: false,
+            connect_timeout: crate::machine::qemu::DEFAULT_CONNECT_TIMEOUT,
+            global_timeout: crate::config::DEFAULT_GLOBAL_TIMEOUT,
+            stop_grace: watchdog::GRACE,
+            tmp_dir: None,
+        }
+    }
 }
 
 struct Inner {
@@ -96,6 +119,7 @@ struct Inner {
     out_dir: PathBuf,
     connect_timeout: Duration,
     global_timeout: Duration,
+    stop_grace: Duration,
     watchdog: watchdog::Watchdog,
 }
 
@@ -145,7 +169,10 @@ impl Driver {
     /// Start VLAN switches and create the machines (nothing is booted yet), and start
     /// watching the switches (see [`watchdog`]). Must run within a tokio runtime.
     pub async fn start(options: DriverOptions) -> Result<Driver, Error> {
-        let tmp_dir = tmp_dir()?;
+        let tmp_dir = match options.tmp_dir {
+            Some(dir) => dir,
+            None => tmp_dir()?,
+        };
         let mut vlan_numbers = options.vlans.clone();
         vlan_numbers.sort_unstable();
         vlan_numbers.dedup();
@@ -191,6 +218,7 @@ impl Driver {
                 out_dir: options.out_dir,
                 connect_timeout: options.connect_timeout,
                 global_timeout: options.global_timeout,
+                stop_grace: options.stop_grace,
                 watchdog: watchdog::Watchdog::default(),
             }),
         };
@@ -239,7 +267,7 @@ impl Driver {
         name: Option<String>,
         keep_machine_state: bool,
     ) -> Result<QemuMachine, Error> {
-        let mut config = QemuConfig::new(start_command, tmp_dir()?, self.inner.out_dir.clone());
+        let mut config = QemuConfig::new(start_command, self.inner.tmp_dir.clone(), self.inner.out_dir.clone());
         config.name = name;
         config.keep_machine_state = keep_machine_state;
         config.env = self.inner.vlans.iter().map(VLan::environment).collect();

@@ -6,7 +6,8 @@
 //! global timeout kills every machine and switch, as upstream's does), record the reason
 //! (the first one wins) and *interrupt* the test script through the embedding program's
 //! [`StopHooks`] — in Python, `KeyboardInterrupt` in the script's thread; in a Rust program,
-//! [`Driver::run`] returns. A script that does not stop within [`GRACE`] (it may swallow the
+//! [`Driver::run`] returns. A script that does not stop within a grace period ([`GRACE`] by
+//! default, [`super::DriverOptions::stop_grace`]) (it may swallow the
 //! interruption) is *abandoned*: the embedding program decides what that means. The command
 //! line writes its reports and exits; a library never exits its user's process, so without an
 //! `abandon` hook the watchdog only says that the script did not stop.
@@ -25,7 +26,8 @@ use tokio::sync::watch;
 use super::Driver;
 use crate::log;
 
-/// How long a stopped script gets to wind down before it is abandoned.
+/// How long a stopped script gets to wind down before it is abandoned, unless the driver was
+/// given another grace.
 pub const GRACE: Duration = Duration::from_secs(30);
 
 /// Why a run was stopped from outside its test script.
@@ -197,7 +199,7 @@ impl Driver {
             }
             driver.stop(Stop::GlobalTimeout(timeout));
             tokio::select! {
-                _ = tokio::time::sleep(GRACE) => driver.abandon(),
+                _ = tokio::time::sleep(driver.inner.stop_grace) => driver.abandon(),
                 _ = driver.finished() => {}
             }
         });
@@ -205,7 +207,7 @@ impl Driver {
 
     /// Make SIGTERM stop the run as Ctrl-C does: the script is interrupted where it is, then
     /// the program cleans up as after any failure. A script that swallows the interruption is
-    /// abandoned after [`GRACE`] or at the next SIGTERM; a SIGTERM during cleanup abandons at
+    /// abandoned after the grace or at the next SIGTERM; a SIGTERM during cleanup abandons at
     /// once. `interactive` (a prompt swallows interruptions by design) abandons at the first
     /// SIGTERM. For a program that owns the process's signals (the command line); a library
     /// leaves them to its user. Must be called within a tokio runtime.
@@ -227,7 +229,7 @@ impl Driver {
             driver.stop(stopped);
             tokio::select! {
                 _ = terms.recv() => driver.abandon(),
-                _ = tokio::time::sleep(GRACE) => driver.abandon(),
+                _ = tokio::time::sleep(driver.inner.stop_grace) => driver.abandon(),
                 _ = driver.finished() => {
                     if terms.recv().await.is_some() {
                         driver.abandon();

@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use crate::errors::ErrorKind;
 
-use super::qemu::{frame, qmp, shell};
+use super::qemu::{qmp, shell};
+
+/// A command that cannot be sent to a shell, whatever the machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("command contains a NUL byte, which no shell can receive")]
+pub struct NulInCommand;
 
 /// A machine failure.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +146,7 @@ pub enum Error {
         command: String,
         /// Why.
         #[source]
-        source: frame::NulInCommand,
+        source: NulInCommand,
     },
     /// The guest did not answer long after a command's own timeout.
     #[error("{machine}: the guest did not answer within {} seconds while running `{command}`; it seems hung", waited.as_secs())]

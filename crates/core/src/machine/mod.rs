@@ -28,8 +28,8 @@ use std::time::Duration;
 
 pub use backend::{Backend, BoxFuture, ExecuteOptions};
 pub use console::Console;
-pub use error::Error;
 pub(crate) use error::Result;
+pub use error::{Error, NulInCommand};
 
 use crate::log;
 

@@ -27,12 +27,8 @@ use std::time::Duration;
 
 use memchr::memmem;
 
+use crate::machine::NulInCommand;
 use crate::machine::quote::shell_quote;
-
-/// A command that cannot be sent to a shell.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("command contains a NUL byte, which no shell can receive")]
-pub struct NulInCommand;
 
 /// The reply ended in something that is not the framing ntd sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -449,13 +449,18 @@ mod tests {
             greet(&mut server).await;
             let _unparsable = request(&mut server).await;
             server
-                .write_all(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, invalid keyword\"}}\r\n")
+                .write_all(
+                    b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, invalid keyword\"}}\r\n",
+                )
                 .await?;
             io::Result::Ok(server)
         });
         let qmp = Qmp::handshake(client).await.expect("handshake");
         let error = qmp.execute_within("query-status", None, Duration::from_secs(30)).await;
-        assert!(matches!(&error, Err(Error::Api { desc, .. }) if desc == "JSON parse error, invalid keyword"), "{error:?}");
+        assert!(
+            matches!(&error, Err(Error::Api { desc, .. }) if desc == "JSON parse error, invalid keyword"),
+            "{error:?}"
+        );
         let _server = server_task.await.expect("server").expect("server io");
     }
 
