@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use ntd_core::machine::console::LineSplitter;
-use ntd_core::machine::qemu::qmp;
 use ntd_core::machine::qemu::frame::Frame;
+use ntd_core::machine::qemu::qmp;
 
 fn main() {
     divan::main();
