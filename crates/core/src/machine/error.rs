@@ -262,8 +262,8 @@ pub enum Error {
     #[error("no matching QMP event within {} seconds", .0.as_secs_f64())]
     EventTimeout(Duration),
     /// A callback (polling condition) failed; its error is passed through as it is.
-    #[error("{0}")]
-    Callback(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Callback(Box<dyn std::error::Error + Send + Sync>),
 }
 
 fn tail_text(lines: &[String], what: &str) -> String {

@@ -244,7 +244,7 @@ impl QemuMachine {
         let sent = running.shell.lock().await.send_raw(b"poweroff\n").await;
         if let Err(source) = sent {
             // The shell may already be gone with the VM; waiting below tells.
-            log::debug(Some(self.name()), &format!("cannot send poweroff: {source}"));
+            log::debug(Some(self.name()), &format!("cannot send poweroff: {}", crate::full_message(&source)));
         }
         self.wait_for_shutdown().await
     }
