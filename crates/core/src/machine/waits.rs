@@ -205,6 +205,58 @@ impl Machine {
         .await
     }
 
+    /// Upstream's `wait_for_console_text(regex, timeout=None)`: wait until `matches` holds for
+    /// the console lines not consumed by an earlier wait, appended without separators (lines
+    /// that end one wait are not seen by the next, as upstream's shared queue has it).
+    /// `matches` is the regular expression's search (the Python bindings pass Python's `re`, so
+    /// patterns mean what they mean upstream); `pattern` is its text, for the log. Unlike
+    /// upstream, lines are taken as they arrive, not one per second.
+    pub async fn wait_for_console_text(
+        &self,
+        pattern: &str,
+        mut matches: impl FnMut(&str) -> bool + Send,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        log::nested(Some(self.name()), &format!("waiting for {pattern} to appear on console"), async {
+            let console = self.console();
+            let start = Instant::now();
+            let mut buffer = String::new();
+            let mut changes = console.subscribe();
+            loop {
+                // Mark the current count seen first, so a line arriving later wakes the wait.
+                changes.borrow_and_update();
+                let from = console.cursor();
+                let lines = console.lines_from(from);
+                let count = lines.len();
+                for (offset, line) in lines.into_iter().enumerate() {
+                    buffer.push_str(&line);
+                    if matches(&buffer) {
+                        console.set_cursor(from + offset + 1);
+                        return Ok(());
+                    }
+                }
+                console.set_cursor(from + count);
+                let changed = async {
+                    // The console lives as long as the machine: the channel never closes.
+                    if changes.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                match timeout {
+                    None => changed.await,
+                    Some(timeout) => {
+                        let remaining = timeout.checked_sub(start.elapsed()).filter(|left| !left.is_zero());
+                        let Some(remaining) = remaining else {
+                            return Err(crate::retry::TimedOut { elapsed: start.elapsed(), timeout }.into());
+                        };
+                        let _ = tokio::time::timeout(remaining, changed).await;
+                    }
+                }
+            }
+        })
+        .await
+    }
+
     /// Upstream's `sleep(secs)`: sleep in guest time (`succeed("sleep N")`).
     pub async fn sleep(&self, duration: Duration) -> Result<()> {
         self.succeed(&[format!("sleep {}", crate::config::format_seconds(duration))], None).await?;

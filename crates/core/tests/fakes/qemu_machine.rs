@@ -231,3 +231,39 @@ async fn qemu_dying_under_a_command_fails_it_at_once() {
     machine.release().await;
     scenario.assert_nothing_left();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_waits_take_each_line_once() {
+    let scenario = Scenario::new();
+    let machine = scenario.qemu("console", &["--fake-console-lines", "5"]);
+    machine.start(false).await.expect("start");
+    let seen = |needle: &'static str| move |buffer: &str| buffer.contains(needle);
+    machine
+        .wait_for_console_text("Linux version", seen("Linux version"), Some(Duration::from_secs(20)))
+        .await
+        .expect("the boot's first line");
+    // The line that ended the first wait is consumed: the same text is not there any more.
+    let again =
+        machine.wait_for_console_text("Linux version", seen("Linux version"), Some(Duration::from_secs(1))).await;
+    assert_eq!(again.expect_err("consumed").to_string().split(" seconds").last(), Some(" (timeout=1.0)"));
+    machine.succeed(&cmd("echo to-the-console >&2"), None).await.expect("stderr goes to the console");
+    machine
+        .wait_for_console_text("to-the-console", seen("to-the-console"), None)
+        .await
+        .expect("a line arriving later, without a timeout");
+    machine.release().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ocr_wait_that_never_matches_says_what_it_read() {
+    let scenario = Scenario::new();
+    let machine = scenario.qemu("ocr", &[]);
+    machine.start(false).await.expect("start");
+    let error = machine
+        .wait_for_text("never on a blank screen", |_| false, Duration::from_secs(1))
+        .await
+        .expect_err("a blank screen never matches");
+    assert!(error.to_string().ends_with(" seconds (timeout=1.0)"), "{error}");
+    assert!(crate::support::logs().contains("ocr: Last OCR attempt failed. Text was: ["), "{}", crate::support::logs());
+    machine.release().await;
+}

@@ -5,8 +5,8 @@
 //! they mean upstream.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use ntd_core::machine::qemu::{QemuConfig, QemuMachine as CoreQemu};
 use pyo3::exceptions::{PyDeprecationWarning, PyRuntimeError};
@@ -16,9 +16,21 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use super::traced::{Traced, drive, nested, text};
 use super::{BaseMachine, DEFAULT_TIMEOUT};
 use crate::duration::PyDuration;
-use crate::errors::{assertion_failed, machine_error, machine_to_pyerr};
+use crate::errors::{machine_error, machine_to_pyerr};
 use crate::retry::retry_python;
 use crate::runtime::block_on;
+
+/// Whether Python's compiled `pattern` finds a match in `text` (`re.search`). An exception
+/// stops the wait: it is kept in `error` and the search counts as a match.
+fn python_search(pattern: &Py<PyAny>, text: &str, error: &mut Option<PyErr>) -> bool {
+    Python::attach(|py| match pattern.bind(py).call_method1("search", (text,)) {
+        Ok(found) => !found.is_none(),
+        Err(e) => {
+            *error = Some(e);
+            true
+        }
+    })
+}
 
 /// Anything a test script passes as a tty number (`1` or `"1"`).
 fn tty_name(tty: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -258,49 +270,13 @@ impl QemuMachine {
     /// upstream, lines are taken as they arrive, not one per second.
     #[pyo3(signature = (regex, timeout=None))]
     fn wait_for_console_text(&self, py: Python<'_>, regex: &str, timeout: Option<PyDuration>) -> PyResult<()> {
-        let pattern = py.import("re")?.call_method1("compile", (regex,))?;
-        let console = Arc::clone(self.qemu()?.console());
-        let traced = Traced::new("wait_for_console_text").argument(regex).timeout(timeout.map(|t| t.0));
-        self.traced(traced, |_| {
-            nested(self.qemu()?.name(), &format!("waiting for {regex} to appear on console"), || {
-                let start = Instant::now();
-                let mut buffer = String::new();
-                let mut changes = console.subscribe();
-                loop {
-                    // Mark the current count seen first, so a line arriving later wakes the wait.
-                    changes.borrow_and_update();
-                    let from = console.cursor();
-                    let lines = console.lines_from(from);
-                    let count = lines.len();
-                    for (offset, line) in lines.into_iter().enumerate() {
-                        buffer.push_str(&line);
-                        if !pattern.call_method1("search", (buffer.as_str(),))?.is_none() {
-                            console.set_cursor(from + offset + 1);
-                            return Ok(());
-                        }
-                    }
-                    console.set_cursor(from + count);
-                    let remaining = match timeout {
-                        None => None,
-                        Some(timeout) => match timeout.0.checked_sub(start.elapsed()) {
-                            Some(remaining) if !remaining.is_zero() => Some(remaining),
-                            _ => {
-                                let timed_out =
-                                    ntd_core::retry::TimedOut { elapsed: start.elapsed(), timeout: timeout.0 };
-                                return Err(assertion_failed(py, timed_out.to_string()));
-                            }
-                        },
-                    };
-                    let changed = changes.changed();
-                    block_on(py, async move {
-                        match remaining {
-                            Some(remaining) => drop(tokio::time::timeout(remaining, changed).await),
-                            None => drop(changed.await),
-                        }
-                    })?;
-                }
-            })
-        })
+        let pattern = py.import("re")?.call_method1("compile", (regex,))?.unbind();
+        let timeout = timeout.map(|t| t.0);
+        let traced = Traced::new("wait_for_console_text").argument(regex).timeout(timeout);
+        let mut search_error = None;
+        let matches = |text: &str| python_search(&pattern, text, &mut search_error);
+        let result = self.call(py, traced, self.qemu()?.wait_for_console_text(regex, matches, timeout));
+        search_error.map_or(result, Err)
     }
 
     /// The text on virtual console `tty`.
@@ -395,45 +371,10 @@ impl QemuMachine {
     fn wait_for_text(&self, py: Python<'_>, regex: &str, timeout: PyDuration) -> PyResult<()> {
         let pattern = py.import("re")?.call_method1("compile", (regex,))?.unbind();
         let traced = Traced::new("wait_for_text").argument(regex).timeout(Some(timeout.0));
-        self.traced(traced, |span| {
-            nested(self.qemu()?.name(), &format!("waiting for {regex} to appear on screen"), || {
-                let start = Instant::now();
-                let mut pause = Duration::from_millis(500);
-                loop {
-                    let mut search_error: Option<PyErr> = None;
-                    let race = drive(
-                        py,
-                        span,
-                        self.qemu()?.screen_race(|text| {
-                            Python::attach(|py| match pattern.bind(py).call_method1("search", (text,)) {
-                                Ok(found) => !found.is_none(),
-                                Err(e) => {
-                                    search_error = Some(e);
-                                    true
-                                }
-                            })
-                        }),
-                    )?;
-                    if let Some(error) = search_error {
-                        return Err(error);
-                    }
-                    let texts = match race {
-                        ntd_core::ocr::Race::Matched(_) => return Ok(()),
-                        ntd_core::ocr::Race::Texts(texts) => texts,
-                    };
-                    let elapsed = start.elapsed();
-                    let Some(remaining) = timeout.0.checked_sub(elapsed).filter(|r| !r.is_zero()) else {
-                        let shown = PyList::new(py, &texts)?.repr()?.to_string();
-                        self.qemu()?.log(&format!("Last OCR attempt failed. Text was: {shown}"));
-                        let timed_out = ntd_core::retry::TimedOut { elapsed, timeout: timeout.0 };
-                        return Err(assertion_failed(py, timed_out.to_string()));
-                    };
-                    let nap = pause.min(remaining);
-                    block_on(py, async move { tokio::time::sleep(nap).await })?;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-            })
-        })
+        let mut search_error = None;
+        let accept = |text: &str| python_search(&pattern, text, &mut search_error);
+        let result = self.call(py, traced, self.qemu()?.wait_for_text(regex, accept, timeout.0));
+        search_error.map_or(result, Err)
     }
 
     // --- network ----------------------------------------------------------------------

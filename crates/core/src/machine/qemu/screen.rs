@@ -107,6 +107,39 @@ impl QemuMachine {
         ocr::race(variants, accept).await.map_err(|source| Error::Ocr { machine: self.name().to_owned(), source })
     }
 
+    /// Upstream's `wait_for_text(regex, timeout=900)`: wait until `accept` holds for one of
+    /// the OCR readings of the screen. Every reading of a fresh screenshot is tried as it
+    /// finishes and the first accepted one ends the wait; screenshots are retaken after 0.5, 1,
+    /// 2, 2, … seconds. `accept` is the regular expression's search (Python's `re` from the
+    /// bindings); `pattern` is its text, for the log.
+    pub async fn wait_for_text(
+        &self,
+        pattern: &str,
+        mut accept: impl FnMut(&str) -> bool + Send,
+        timeout: Duration,
+    ) -> Result<()> {
+        log::nested(Some(self.name()), &format!("waiting for {pattern} to appear on screen"), async {
+            let start = std::time::Instant::now();
+            let mut pause = Duration::from_millis(500);
+            loop {
+                let texts = match self.screen_race(&mut accept).await? {
+                    ocr::Race::Matched(_) => return Ok(()),
+                    ocr::Race::Texts(texts) => texts,
+                };
+                let elapsed = start.elapsed();
+                let Some(remaining) = timeout.checked_sub(elapsed).filter(|left| !left.is_zero()) else {
+                    // Upstream logs the readings as a Python list.
+                    let shown: Vec<String> = texts.iter().map(|text| log::str_repr(text)).collect();
+                    self.log(&format!("Last OCR attempt failed. Text was: [{}]", shown.join(", ")));
+                    return Err(crate::retry::TimedOut { elapsed, timeout }.into());
+                };
+                tokio::time::sleep(pause.min(remaining)).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        })
+        .await
+    }
+
     /// Upstream's `send_chars(chars, delay=0.01)`: type a string, one key per character.
     pub async fn send_chars(&self, chars: &str, delay: Option<Duration>) -> Result<()> {
         log::nested(Some(self.name()), &format!("sending keys {}", log::str_repr(chars)), async {
