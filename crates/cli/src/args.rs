@@ -98,8 +98,9 @@ impl std::fmt::Display for UsageError {
 }
 
 impl From<config::Error> for UsageError {
+    /// The whole story: a file that cannot be read says why.
     fn from(error: config::Error) -> Self {
-        UsageError(error.to_string())
+        UsageError(ntd_core::full_message(&error))
     }
 }
 

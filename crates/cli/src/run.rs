@@ -97,8 +97,8 @@ fn install_sinks(resolved: &Resolved) -> Result<(), String> {
 }
 
 /// A test script that does not stop after the global timeout or SIGTERM (it swallows the
-/// interruption): the machines are already stopped; end the process with the reports written
-/// and the open spans exported, as the test's outcome.
+/// interruption): the watchdog has killed the machines and switches and removed their state;
+/// end the process with the reports written and the open spans exported, as the test's outcome.
 fn abandon(stop: &Stop) {
     let reason = stop.abandon_message();
     log::error(None, &format!("{reason}; exiting"));

@@ -6,11 +6,12 @@
 //! global timeout kills every machine and switch, as upstream's does), record the reason
 //! (the first one wins) and *interrupt* the test script through the embedding program's
 //! [`StopHooks`] — in Python, `KeyboardInterrupt` in the script's thread; in a Rust program,
-//! [`Driver::run`] returns. A script that does not stop within a grace period ([`GRACE`] by
-//! default, [`super::DriverOptions::stop_grace`]) (it may swallow the
-//! interruption) is *abandoned*: the embedding program decides what that means. The command
-//! line writes its reports and exits; a library never exits its user's process, so without an
-//! `abandon` hook the watchdog only says that the script did not stop.
+//! [`Driver::run`] returns. A script that does not stop within a grace period ([`GRACE`] unless
+//! [`super::DriverOptions::stop_grace`] says otherwise; it may swallow the interruption) is
+//! *abandoned*: its machines and switches are killed and its state cleaned up under it, then
+//! the embedding program decides what else that means. The command line writes its reports and
+//! exits; a library never exits its user's process, so without an `abandon` hook the watchdog
+//! only says that the script did not stop.
 //!
 //! Everything here runs as tasks on the tokio runtime the driver was started on; they end
 //! when the run does ([`Driver::finish`]).
@@ -170,9 +171,12 @@ impl Driver {
         first
     }
 
-    /// The script did not stop: hand over to the program, or say so.
-    fn abandon(&self) {
+    /// The script did not stop: clean up under it (kill every machine and switch, remove the
+    /// state that is not to be kept), then hand over to the program, or say so.
+    async fn abandon(&self) {
         let Some(stop) = self.stop_reason() else { return };
+        self.kill_now();
+        self.cleanup().await;
         match self.inner.watchdog.hooks.get().and_then(|hooks| hooks.abandon.as_ref()) {
             Some(abandon) => abandon(&stop),
             None => log::warning(None, &format!("{}; its machines are stopped", stop.abandon_message())),
@@ -199,7 +203,7 @@ impl Driver {
             }
             driver.stop(Stop::GlobalTimeout(timeout));
             tokio::select! {
-                _ = tokio::time::sleep(driver.inner.stop_grace) => driver.abandon(),
+                _ = tokio::time::sleep(driver.inner.stop_grace) => driver.abandon().await,
                 _ = driver.finished() => {}
             }
         });
@@ -223,16 +227,16 @@ impl Driver {
             let stopped = Stop::Signal(Signal::SIGTERM);
             if interactive {
                 driver.inner.watchdog.reason.send_if_modified(|reason| reason.replace(stopped).is_none());
-                driver.abandon();
+                driver.abandon().await;
                 return;
             }
             driver.stop(stopped);
             tokio::select! {
-                _ = terms.recv() => driver.abandon(),
-                _ = tokio::time::sleep(driver.inner.stop_grace) => driver.abandon(),
+                _ = terms.recv() => driver.abandon().await,
+                _ = tokio::time::sleep(driver.inner.stop_grace) => driver.abandon().await,
                 _ = driver.finished() => {
                     if terms.recv().await.is_some() {
-                        driver.abandon();
+                        driver.abandon().await;
                     }
                 }
             }

@@ -162,15 +162,27 @@ pub fn record_error(span: &tracing::Span, message: &str) {
     span.record("otel.status_description", message);
 }
 
-/// Run `body` inside a nested block, ending it as failed if `body` returns an error.
+/// Run `body` inside a nested block, ending it as failed if `body` returns an error or never
+/// ends: a future dropped half-way (Ctrl-C, a timeout, a stopped run) is upstream's exception
+/// leaving `nested`, which prints no `finished` line.
 pub async fn nested<T, E, F>(machine: Option<&str>, message: &str, body: F) -> Result<T, E>
 where
     F: Future<Output = Result<T, E>>,
 {
+    /// Marks the block failed when dropped before it is disarmed.
+    struct Unfinished(Option<tracing::Span>);
+    impl Drop for Unfinished {
+        fn drop(&mut self) {
+            if let Some(span) = self.0.take() {
+                mark_failed(&span);
+            }
+        }
+    }
     let span = block(machine, message, &[]);
-    let result = body.instrument(span.clone()).await;
-    if result.is_err() {
-        mark_failed(&span);
+    let mut unfinished = Unfinished(Some(span.clone()));
+    let result = body.instrument(span).await;
+    if result.is_ok() {
+        unfinished.0 = None;
     }
     result
 }

@@ -135,7 +135,7 @@ fn serial_lines_are_hidden_in_every_sink_while_serial_is_off() {
 #[test]
 fn a_failed_block_has_no_finished_line_in_any_sink() {
     let _settings = testing::defaults();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
     let out = all_sinks(|| {
         let doomed = ntd_log::block(Some("m"), "doomed", &[]);
         ntd_log::mark_failed(&doomed);
@@ -145,9 +145,14 @@ fn a_failed_block_has_no_finished_line_in_any_sink() {
         drop(failed_subtest);
         let result = runtime.block_on(ntd_log::nested(None, "erring", async { Err::<(), _>("boom") }));
         assert_eq!(result, Err("boom"));
+        // Interrupted: the future is dropped before its body ends, as Ctrl-C or a stopped run
+        // drops a command's.
+        let interrupted = ntd_log::nested(None, "interrupted", std::future::pending::<Result<(), ()>>());
+        let polled = runtime.block_on(async { tokio::time::timeout(std::time::Duration::ZERO, interrupted).await });
+        assert!(polled.is_err(), "the body never ends");
         drop(ntd_log::block(None, "fine", &[]));
     });
-    for message in ["doomed", "subtest: failing", "erring"] {
+    for message in ["doomed", "subtest: failing", "erring", "interrupted"] {
         let finished = format!("(finished: {message},");
         assert!(!out.terminal.contains(&finished), "{}", out.terminal);
         assert!(!out.xml.contains(&finished), "{}", out.xml);
