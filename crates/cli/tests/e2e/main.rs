@@ -7,6 +7,10 @@
 
 mod bad_input;
 mod commands;
+// Shared with the quick tier; each tier uses part of it.
+#[path = "../common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 mod debian;
 mod debug_hook;
 mod examples;

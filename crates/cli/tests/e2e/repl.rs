@@ -2,79 +2,12 @@
 //! real terminal (tmux), typing commands, pressing Ctrl-C during a wait and Ctrl-D to leave.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Scenario, Tier, live_processes_mentioning, py_env};
-
-/// A tmux server of the test's own (its own socket), killed when the test ends.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    /// A detached session running `command` in `cwd`; the pane stays open after it ends.
-    fn start(cwd: &Path, command: &str) -> Tmux {
-        let tmux = Tmux { socket: format!("ntd-e2e-{}", std::process::id()) };
-        let output =
-            tmux.run(&["new-session", "-d", "-x", "200", "-y", "50", "-c"], &[cwd.to_str().expect("utf-8"), command]);
-        assert!(output.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&output.stderr));
-        tmux
-    }
-
-    fn run(&self, args: &[&str], more: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .args(more)
-            .output()
-            .expect("run tmux (scripts/install-host-deps installs it)")
-    }
-
-    /// Type `keys` (tmux key names, e.g. "C-c"), each as one key press.
-    fn send(&self, keys: &[&str]) {
-        let output = self.run(&["send-keys", "-t", "0"], keys);
-        assert!(output.status.success(), "tmux send-keys: {}", String::from_utf8_lossy(&output.stderr));
-    }
-
-    /// Type a line of Python and press Enter.
-    fn type_line(&self, line: &str) {
-        let output = self.run(&["send-keys", "-t", "0", "-l"], &[line]);
-        assert!(output.status.success(), "tmux send-keys: {}", String::from_utf8_lossy(&output.stderr));
-        self.send(&["Enter"]);
-    }
-
-    /// The pane's whole text, scrollback included, with tmux's line wrapping undone.
-    fn screen(&self) -> String {
-        let output = self.run(&["capture-pane", "-p", "-J", "-S", "-", "-t", "0"], &[]);
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// The pid of the shell running the pane's command (its command line names the scenario).
-    fn pane_pid(&self) -> i32 {
-        let output = self.run(&["display-message", "-p", "-t", "0", "#{pane_pid}"], &[]);
-        String::from_utf8_lossy(&output.stdout).trim().parse().expect("tmux pane pid")
-    }
-
-    /// Wait until the pane shows `needle`, failing with the pane's text after `limit`.
-    fn wait_for(&self, needle: &str, limit: Duration) {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen();
-            if screen.contains(needle) {
-                return;
-            }
-            assert!(start.elapsed() < limit, "the terminal never showed {needle:?}:\n{screen}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"], &[]);
-    }
-}
+use crate::common::scenario::{describe, has_name};
+use crate::common::tmux::{Tmux, shell_line};
+use crate::harness::{Scenario, Tier, py_env};
 
 /// Which prompt the driver offers: Python's own console (ptpython is not installed in the
 /// driver's Python) or ptpython (installed in the wheel's venv, put on `PYTHONPATH`).
@@ -104,30 +37,11 @@ fn repl_session(prompt: Prompt) {
     }
     driver.arg(&script).arg("--start-scripts").arg(scenario.path().join("bin/run-machine-vm"));
     // The driver's command line for the terminal, with the environment the harness set.
-    // (`env` takes its `-u` options before the assignments.)
-    let mut unset = String::new();
-    let mut set = String::new();
-    for (key, value) in driver.get_envs() {
-        match value {
-            Some(value) => set += &format!(" {}={}", key.to_string_lossy(), shell_quote(&value.to_string_lossy())),
-            None => unset += &format!(" -u {}", key.to_string_lossy()),
-        }
-    }
-    let mut line = format!("env{unset}{set}");
-    line += &format!(" {}", shell_quote(&driver.get_program().to_string_lossy()));
-    for arg in driver.get_args() {
-        line += &format!(" {}", shell_quote(&arg.to_string_lossy()));
-    }
-    line += "; echo driver exited with status $?; sleep 600";
+    let line = shell_line(&driver, "; echo driver exited with status $?; sleep 600");
 
     let tmux = Tmux::start(scenario.path(), &line);
-    // The driver, QEMU and its helpers: what runs under the scenario directory, but tmux and the
-    // pane's shell (their command lines name it too).
-    let needle = scenario.path().to_string_lossy().into_owned();
-    let shell = tmux.pane_pid();
-    let running = || -> Vec<i32> {
-        live_processes_mentioning(&needle).into_iter().filter(|pid| *pid != shell && !has_name(*pid, "tmux")).collect()
-    };
+    // The driver, QEMU and its helpers.
+    let running = || tmux.processes_naming(scenario.path());
     tmux.wait_for(">>>", Duration::from_secs(30));
 
     // The first command boots the machine.
@@ -182,19 +96,6 @@ fn repl_session(prompt: Prompt) {
     }
 }
 
-/// Each process's pid, name and command line, for a failure message.
-fn describe(pids: &[i32]) -> Vec<String> {
-    let read = |pid: i32, file: &str| std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    pids.iter()
-        .map(|&pid| format!("{pid} {}: {}", read(pid, "comm").trim(), read(pid, "cmdline").replace('\0', " ")))
-        .collect()
-}
-
-/// Whether the process's name (`/proc/<pid>/comm`) starts with `prefix`.
-fn has_name(pid: i32, prefix: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.starts_with(prefix))
-}
-
 /// The venv's site-packages directory.
 fn site_packages(env: &Path) -> String {
     let output = Command::new(env.join("bin/python"))
@@ -202,8 +103,4 @@ fn site_packages(env: &Path) -> String {
         .output()
         .expect("run the venv's python");
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-fn shell_quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
 }
