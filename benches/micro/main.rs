@@ -7,28 +7,20 @@
 use std::hint::black_box;
 
 use ntd_core::machine::console::LineSplitter;
-use ntd_core::machine::qemu::frame::Frame;
+use ntd_core::machine::qemu::frame::{Frame, Framing};
 use ntd_core::machine::qemu::qmp;
 
 fn main() {
     divan::main();
 }
 
-/// A guest's reply to `frame`: `output`, then the framing's status line.
-fn reply_bytes(frame: &Frame, output: &[u8]) -> Vec<u8> {
-    // The frame ends `printf '\n%s %d\n' <nonce> $?`: the nonce is its second-last word.
-    let text = String::from_utf8_lossy(&frame.bytes);
-    let nonce = text.split_whitespace().rev().nth(1).expect("a nonce in the frame").to_owned();
-    let mut reply = output.to_vec();
-    reply.extend_from_slice(format!("\n{nonce} 0\n").as_bytes());
-    reply
-}
-
-/// Decoding a command's reply as it arrives in 64 KiB reads (the driver's read size).
-#[divan::bench(args = [1 << 20, 64 << 20])]
-fn decode_reply(bencher: divan::Bencher, size: usize) {
-    let frame = Frame::new("head -c N /dev/zero", None, None).expect("no NUL");
-    let reply = reply_bytes(&frame, &vec![b'a'; size]);
+/// Decoding a command's reply as it arrives in 64 KiB reads (the driver's read size), on the
+/// output port and on the console fallback (which checks the guest's `cksum` of the output).
+#[divan::bench(args = [1 << 20, 64 << 20], consts = [true, false])]
+fn decode_reply<const PORT: bool>(bencher: divan::Bencher, size: usize) {
+    let framing = if PORT { Framing::Port } else { Framing::Console };
+    let frame = Frame::new("head -c N /dev/zero", framing, None, None).expect("no NUL");
+    let reply = frame.reply_for(&vec![b'a'; size], 0);
     bencher.counter(divan::counter::BytesCount::new(size)).bench(|| {
         let mut decoder = frame.decoder();
         for chunk in reply.chunks(64 * 1024) {
@@ -43,7 +35,8 @@ fn decode_reply(bencher: divan::Bencher, size: usize) {
 /// Framing a command (quoting, nonce, status line).
 #[divan::bench]
 fn encode_frame() -> Frame {
-    Frame::new(black_box("systemctl show --property=ActiveState --value hello.service"), None, None).expect("no NUL")
+    Frame::new(black_box("systemctl show --property=ActiveState --value hello.service"), Framing::Port, None, None)
+        .expect("no NUL")
 }
 
 /// Serial console bytes into lines, with colour escapes stripped, 1 MiB per iteration.

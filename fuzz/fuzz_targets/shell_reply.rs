@@ -14,7 +14,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use ntd_core::machine::qemu::frame::{Frame, Reply};
+use ntd_core::machine::qemu::frame::{Frame, Framing, Reply};
 
 /// The longest status text the decoder waits for before calling the line malformed: `%d` of
 /// any `i32` is at most 11 bytes, and the decoder gives up after 16 without a newline.
@@ -179,7 +179,7 @@ fn check(frame: &Frame, terminator: &[u8], stream: &[u8], cuts: &[u16]) -> Outco
 }
 
 fuzz_target!(|input: Input| {
-    let Ok(frame) = Frame::new("true", None, None) else {
+    let Ok(frame) = Frame::new("true", Framing::Port, None, None) else {
         panic!("a command without NUL is framed");
     };
     let status_line = frame.reply_for(b"", 0);

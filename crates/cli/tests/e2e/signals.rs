@@ -115,8 +115,9 @@ fn a_per_command_timeout_ends_the_command_and_the_test_cleans_up() {
     let script = scenario.write("test.py", "start_all()\nmachine.succeed('sleep 60', timeout=2)\n");
     let run = scenario.run(&script, &[], SMOKE_LIMIT);
     run.assert_status(1);
-    // busybox's timeout reports the TERM signal it sent (coreutils' says 124).
-    run.assert_stderr_contains("RequestedAssertionFailed: command `sleep 60` failed (exit code 143)");
+    // The driver kills the command through the control port and reports coreutils' 124.
+    run.assert_stderr_contains("`sleep 60` timed out after 2 seconds: killed ");
+    run.assert_stderr_contains("RequestedAssertionFailed: command `sleep 60` failed (exit code 124)");
     scenario.assert_state_removed(&run);
 }
 

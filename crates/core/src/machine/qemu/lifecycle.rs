@@ -33,6 +33,14 @@ const CONNECT_PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
 /// How long QEMU gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// The connection QEMU made to `listener`, if it made one already.
+fn accept_now(listener: UnixListener) -> Option<tokio::net::UnixStream> {
+    let listener = listener.into_std().ok()?;
+    let (stream, _) = listener.accept().ok()?;
+    stream.set_nonblocking(true).ok()?;
+    tokio::net::UnixStream::from_std(stream).ok()
+}
+
 /// The parts of a running QEMU machine.
 pub(super) struct Running {
     /// When the start command was run (the boot's duration counts from here).
@@ -52,6 +60,10 @@ pub struct Qemu {
     pub(super) monitor_path: PathBuf,
     pub(super) qmp_path: PathBuf,
     pub(super) shell_path: PathBuf,
+    /// ntd's output port's socket ([`super::channel`]).
+    pub(super) out_path: PathBuf,
+    /// ntd's control port's socket.
+    pub(super) ctl_path: PathBuf,
     env: Vec<(String, String)>,
     connect_timeout: Duration,
     display_available: bool,
@@ -124,6 +136,8 @@ impl Qemu {
             monitor_path: state_dir.join("monitor"),
             qmp_path: state_dir.join("qmp"),
             shell_path: state_dir.join("shell"),
+            out_path: state_dir.join("out"),
+            ctl_path: state_dir.join("ctl"),
             env: config.env,
             connect_timeout: config.connect_timeout,
             display_available: config.display_available,
@@ -191,6 +205,8 @@ impl Qemu {
             |path: &Path| listen_privately(path).map_err(|e| start_error(format!("listen on {}", path.display()), e));
         let monitor_listener = listen(&self.monitor_path)?;
         let shell_listener = listen(&self.shell_path)?;
+        let out_listener = listen(&self.out_path)?;
+        let ctl_listener = listen(&self.ctl_path)?;
 
         let paths = StartPaths {
             state_dir: self.base.state_dir(),
@@ -198,6 +214,8 @@ impl Qemu {
             monitor: &self.monitor_path,
             qmp: &self.qmp_path,
             shell: &self.shell_path,
+            out: &self.out_path,
+            ctl: &self.ctl_path,
         };
         let command_line = self.start_command.command_line(&paths, allow_reboot, self.display_available);
         let mut command = Command::new(command_shell());
@@ -298,6 +316,10 @@ impl Qemu {
             return Err(explain("its monitor was ready", Error::Monitor { machine: name.to_owned(), source }).await);
         }
 
+        // QEMU connects every chardev before it runs its monitors, so the ports' connections
+        // are queued by now if its command line had them (a start command may drop arguments).
+        let out_stream = accept_now(out_listener);
+        let ctl_stream = accept_now(ctl_listener);
         qmp_phase.done();
         let pid = child.pid();
         *lock(&self.running) = Some(Arc::new(Running {
@@ -305,7 +327,7 @@ impl Qemu {
             child,
             monitor: tokio::sync::Mutex::new(monitor),
             qmp,
-            shell: tokio::sync::Mutex::new(Shell::new(shell_stream)),
+            shell: tokio::sync::Mutex::new(Shell::new(shell_stream, out_stream, ctl_stream)),
             stdin: tokio::sync::Mutex::new(stdin),
             pumps: Mutex::new(pumps),
         }));
@@ -375,7 +397,34 @@ impl Qemu {
                 }
             };
             match outcome {
-                Outcome::Marker(Ok(())) => {}
+                Outcome::Marker(Ok(())) => {
+                    let mut shell = running.shell.lock().await;
+                    let set_up = tokio::select! {
+                        set_up = shell.set_up() => set_up,
+                        status = running.child.wait() => {
+                            drop(shell);
+                            return Err(self.disconnected("while setting up the command channel", Some(status)).await);
+                        }
+                        _ = tokio::time::sleep(self.connect_timeout) => Err(ShellError::Unanswered {
+                            what: "the command channel's setup",
+                            waited: self.connect_timeout,
+                        }),
+                    };
+                    match set_up {
+                        Ok(mode) => self.base.log(&format!("command channel: {}", mode.describe())),
+                        Err(ShellError::Disconnected { .. }) => {
+                            drop(shell);
+                            return Err(self.disconnected("while setting up the command channel", None).await);
+                        }
+                        Err(source) => {
+                            return Err(Error::Shell {
+                                machine: name.clone(),
+                                command: "(channel setup)".into(),
+                                source,
+                            });
+                        }
+                    }
+                }
                 Outcome::Marker(Err(ShellError::Disconnected { .. })) => {
                     return Err(self.disconnected("while waiting for the guest to connect", None).await);
                 }

@@ -2,12 +2,14 @@
 //!
 //! A [`QemuMachine`] is a [`Machine`] (every shared method works on it, through `Deref`, as a
 //! Python subclass inherits) whose backend is QEMU ([`lifecycle`]): commands go over the
-//! backdoor shell in one round trip ([`frame`], [`shell`], [`transport`]); on top of the shared
+//! backdoor shell in one round trip, their output through ntd's own virtio port ([`channel`],
+//! [`frame`], [`shell`], [`transport`]); on top of the shared
 //! methods it has what only QEMU has: QMP ([`qmp`]), the HMP monitor ([`monitor`]), the
 //! screen and OCR ([`screen`]), keys ([`keys`]), the serial console, crash and reboot, the
 //! network links ([`network`]) and `shell_interact` ([`interact`]). Methods keep upstream's
 //! names, defaults, log lines and error messages.
 
+pub mod channel;
 pub mod faults;
 pub mod frame;
 mod interact;

@@ -1,21 +1,44 @@
 //! The host end of the backdoor shell: a root shell in the guest reading commands from
-//! `/dev/hvc0`.
+//! `/dev/hvc0`, and ntd's two ports beside it ([`super::channel`]).
 //!
 //! Guest side (NixOS's `test-instrumentation.nix`, reproduced by the test guest): bash started
 //! as `bash --norc /dev/hvc0` with the console in raw mode (`stty raw -echo`), stdout on hvc0,
 //! stderr on the serial port, after printing the marker `Spawning backdoor root shell...`. The
-//! driver sends one framed command at a time ([`super::frame`]) and reads its reply here.
+//! driver then sets up its channel ([`Shell::set_up`]), sends one framed command at a time
+//! ([`super::frame`]) and reads its reply here: from the output port, or from the console when
+//! the guest has no port.
+//!
+//! The console is read by a task of its own from the moment QEMU connects, whatever the test
+//! script is doing: QEMU drops console bytes it cannot write, so a reader that pauses while
+//! the script computes (or while the driver is not scheduled) would lose them. The output port
+//! is read only while a reply is awaited: it is flow-controlled, so an unread port stops the
+//! guest's writer instead of losing anything.
 
 use std::io;
+use std::time::Duration;
 
 use memchr::memmem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::mpsc;
 
-use super::frame::{Frame, MalformedReply, Reply, ReplyDecoder};
+use super::channel::{self, Found, Mode};
+use super::frame::{self, Frame, Framing, Reply, ReplyDecoder, ReplyError};
 
 /// The line the guest prints when the backdoor shell is ready.
 pub const MARKER: &[u8] = b"Spawning backdoor root shell...";
+
+/// How long the kill helper gets to answer a kill request (it reads its port at once; the
+/// scan of `/proc` takes tens of milliseconds under emulation).
+const KILL_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a killed command's end marker may take after the helper answered (the marker
+/// loop retries every 0.1 s until the killed processes have released the port).
+const MARKER_AFTER_KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the kill helper gets to announce itself at connect.
+const HELPER_READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The size of one read from a socket.
+const READ_SIZE: usize = 64 * 1024;
 
 /// Why a shell exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,26 +52,145 @@ pub enum ShellError {
         /// What the current command had printed before the disconnect.
         partial_output: Vec<u8>,
     },
-    /// The reply did not end with ntd's framing.
+    /// The reply is not what the framing allows.
     #[error(transparent)]
-    Malformed(#[from] MalformedReply),
+    Reply(#[from] ReplyError),
+    /// The guest did not answer in time something that it answers at once when it runs.
+    #[error("the guest did not answer {what} within {} seconds", waited.as_secs())]
+    Unanswered {
+        /// What was asked.
+        what: &'static str,
+        /// How long the driver waited.
+        waited: Duration,
+    },
 }
 
-/// The host end of the backdoor shell: one connected stream and the state of its reply.
+/// A command sent whose reply has not been read yet.
+#[derive(Debug)]
+struct Pending {
+    decoder: ReplyDecoder,
+    framing: Framing,
+    /// The console line saying the command exited with its stdout still open.
+    lingering_notice: Vec<u8>,
+    /// Kill the command if it is still running when the next exchange needs the shell: its
+    /// caller gave up on it (an interruption). Commands sent without waiting for them are
+    /// left to end on their own.
+    kill_if_abandoned: bool,
+}
+
+/// The control port and the kill helper behind it.
+#[derive(Debug)]
+struct Control {
+    stream: UnixStream,
+    /// Bytes received and not consumed yet.
+    buf: Vec<u8>,
+    /// This connection's epoch, which the helper checks in every request.
+    epoch: String,
+    /// The number of the last kill request.
+    seq: u64,
+}
+
+impl Control {
+    /// Read until a whole line for which `wanted` says something, skipping the others.
+    async fn read_until<T>(&mut self, mut wanted: impl FnMut(&str) -> Option<T>) -> Result<T, ShellError> {
+        let mut chunk = [0u8; 256];
+        loop {
+            while let Some(newline) = memchr::memchr(b'\n', &self.buf) {
+                let line: Vec<u8> = self.buf.drain(..=newline).collect();
+                if let Some(found) = wanted(&String::from_utf8_lossy(&line)) {
+                    return Ok(found);
+                }
+            }
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(ShellError::Disconnected { partial_output: Vec::new() });
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// The console pump's task, stopped with the shell.
+#[derive(Debug)]
+struct PumpTask(tokio::task::JoinHandle<()>);
+
+impl Drop for PumpTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What an interrupted command left behind.
+#[derive(Debug)]
+pub struct Killed {
+    /// The command's reply: what it printed before it was killed, and its status.
+    pub reply: Reply,
+    /// How many processes the helper killed (0: the command had ended on its own).
+    pub processes: u32,
+}
+
+/// The host end of the backdoor shell (see the module documentation).
 #[derive(Debug)]
 pub struct Shell {
-    stream: UnixStream,
-    /// Bytes received after the end of the last reply.
-    leftover: Vec<u8>,
-    /// The reply still owed by the guest for a command already sent (fire-and-forget commands
-    /// and commands whose caller gave up waiting).
-    pending: Option<ReplyDecoder>,
+    /// Writes to the guest's hvc0.
+    hvc0: OwnedWriteHalf,
+    /// What the guest wrote to hvc0, chunk by chunk, from the console pump.
+    hvc0_chunks: mpsc::UnboundedReceiver<Vec<u8>>,
+    _hvc0_pump: PumpTask,
+    /// hvc0 bytes received and not consumed yet.
+    hvc0_buf: Vec<u8>,
+    /// The output port's connection, if QEMU made one.
+    out: Option<UnixStream>,
+    /// Output-port bytes received after the last reply ended.
+    out_buf: Vec<u8>,
+    /// The control port's connection, if QEMU made one.
+    control: Option<Control>,
+    mode: Mode,
+    pending: Option<Pending>,
 }
 
 impl Shell {
-    /// Wrap a connection accepted from QEMU's virtconsole chardev.
-    pub fn new(stream: UnixStream) -> Shell {
-        Shell { stream, leftover: Vec::new(), pending: None }
+    /// Wrap the connections QEMU made: the backdoor console and, when QEMU has them, ntd's
+    /// output and control ports. Starts the console pump; must run inside the runtime.
+    pub fn new(hvc0: UnixStream, out: Option<UnixStream>, ctl: Option<UnixStream>) -> Shell {
+        let (mut reader, writer) = hvc0.into_split();
+        let (sender, hvc0_chunks) = mpsc::unbounded_channel();
+        let pump = tokio::spawn(async move {
+            let mut chunk = vec![0u8; READ_SIZE];
+            // An error or the end of the stream drops the sender: the shell sees it as a disconnect.
+            while let Ok(n @ 1..) = reader.read(&mut chunk).await {
+                if sender.send(chunk[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Shell {
+            hvc0: writer,
+            hvc0_chunks,
+            _hvc0_pump: PumpTask(pump),
+            hvc0_buf: Vec::new(),
+            out,
+            out_buf: Vec::new(),
+            control: ctl.map(|stream| Control { stream, buf: Vec::new(), epoch: String::new(), seq: 0 }),
+            mode: Mode::Console,
+            pending: None,
+        }
+    }
+
+    /// How commands travel since the last [`Shell::set_up`].
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Wait for the next chunk from hvc0 and append it to the buffer; returns its length.
+    async fn more_hvc0(&mut self) -> Result<Vec<u8>, ShellError> {
+        match self.hvc0_chunks.recv().await {
+            Some(chunk) => {
+                self.hvc0_buf.extend_from_slice(&chunk);
+                Ok(chunk)
+            }
+            None => Err(ShellError::Disconnected { partial_output: Vec::new() }),
+        }
     }
 
     /// Read until the guest has printed the marker line. `on_chunk` sees every chunk as it
@@ -56,187 +198,293 @@ impl Shell {
     pub async fn wait_for_marker(&mut self, mut on_chunk: impl FnMut(&[u8])) -> Result<(), ShellError> {
         // A reboot or a switch to stage 2 abandons whatever reply the old shell owed.
         self.pending = None;
-        let mut seen = std::mem::take(&mut self.leftover);
-        let mut chunk = vec![0u8; 1024];
+        self.mode = Mode::Console;
         loop {
-            if let Some(at) = memmem::find(&seen, MARKER) {
+            if let Some(at) = memmem::find(&self.hvc0_buf, MARKER) {
                 let after = at + MARKER.len();
-                if let Some(newline) = memchr::memchr(b'\n', &seen[after..]) {
-                    self.leftover = seen.split_off(after + newline + 1);
+                if let Some(newline) = memchr::memchr(b'\n', &self.hvc0_buf[after..]) {
+                    self.hvc0_buf.drain(..after + newline + 1);
                     return Ok(());
                 }
             }
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(ShellError::Disconnected { partial_output: seen });
+            match self.more_hvc0().await {
+                Ok(chunk) => on_chunk(&chunk),
+                Err(_) => {
+                    return Err(ShellError::Disconnected { partial_output: std::mem::take(&mut self.hvc0_buf) });
+                }
             }
-            on_chunk(&chunk[..n]);
-            seen.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Set up ntd's channel in a freshly connected backdoor shell (see [`channel`]) and
+    /// return how commands will travel.
+    pub async fn set_up(&mut self) -> Result<Mode, ShellError> {
+        // What an earlier boot left in the ports' sockets belongs to no command of this one.
+        self.out_buf.clear();
+        if let Some(out) = &self.out {
+            drain_now(out);
+        }
+        if let Some(control) = &mut self.control {
+            drain_now(&control.stream);
+            control.buf.clear();
+            control.epoch = frame::new_token();
+        }
+        let nonce = frame::new_token();
+        let epoch = self.control.as_ref().map(|control| control.epoch.clone()).unwrap_or_default();
+        let script = channel::setup_script(self.out.is_some(), &nonce, &epoch);
+        self.hvc0.write_all(script.as_bytes()).await?;
+        let terminator = format!("\n{nonce} ");
+        let found = loop {
+            if let Some(at) = memmem::find(&self.hvc0_buf, terminator.as_bytes()) {
+                let start = at + terminator.len();
+                if let Some(newline) = memchr::memchr(b'\n', &self.hvc0_buf[start..]) {
+                    let line = String::from_utf8_lossy(&self.hvc0_buf[start..start + newline]).into_owned();
+                    // Anything the guest printed before the reply stays for the stray check.
+                    self.hvc0_buf.drain(at..start + newline + 1);
+                    break Found::parse(&line).ok_or(ReplyError::Malformed(line))?;
+                }
+            }
+            self.more_hvc0().await?;
+        };
+        self.mode = match (&found.out, &self.out) {
+            (Some(_), Some(_)) => {
+                let killable = match (&found.ctl, &mut self.control) {
+                    (Some(_), Some(control)) => {
+                        let epoch = control.epoch.clone();
+                        let ready = control.read_until(|line| channel::is_ready_line(line, &epoch).then_some(()));
+                        matches!(tokio::time::timeout(HELPER_READY_TIMEOUT, ready).await, Ok(Ok(())))
+                    }
+                    _ => false,
+                };
+                Mode::Port { killable }
+            }
+            _ => Mode::Console,
+        };
+        Ok(self.mode)
     }
 
     /// Take what the guest wrote since the last reply ended, without waiting: output of a
     /// background job started by an earlier command, which would otherwise be taken for the
     /// next command's output.
-    pub async fn take_stray_output(&mut self) -> Vec<u8> {
+    pub fn take_stray_output(&mut self) -> Vec<u8> {
         if self.pending.is_some() {
             return Vec::new();
         }
-        let mut stray = std::mem::take(&mut self.leftover);
-        let mut chunk = vec![0u8; 16 * 1024];
-        // One poll each: whatever is already in the socket, nothing that is yet to come.
-        while let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::ZERO, self.stream.read(&mut chunk)).await {
-            if n == 0 {
-                break;
-            }
-            stray.extend_from_slice(&chunk[..n]);
+        while let Ok(chunk) = self.hvc0_chunks.try_recv() {
+            self.hvc0_buf.extend_from_slice(&chunk);
+        }
+        let mut stray = std::mem::take(&mut self.hvc0_buf);
+        if let Some(out) = &self.out {
+            stray.append(&mut self.out_buf);
+            stray.extend(read_now(out));
         }
         stray
     }
 
-    /// Send a framed command. The reply must be read with [`Shell::receive`] or is discarded
-    /// before the next command is sent.
-    pub async fn send(&mut self, frame: &Frame) -> Result<(), ShellError> {
-        if self.pending.is_some() {
-            self.receive().await?;
-        }
-        self.stream.write_all(&frame.bytes).await?;
-        self.pending = Some(frame.decoder());
+    /// Send a framed command. Its reply must be read with [`Shell::receive`]; otherwise it is
+    /// settled before the next exchange: read to its end, or, with `kill_if_abandoned` and a
+    /// kill helper, killed and then read.
+    pub async fn send(&mut self, frame: &Frame, kill_if_abandoned: bool) -> Result<(), ShellError> {
+        self.settle().await?;
+        self.hvc0.write_all(&frame.bytes).await?;
+        self.pending = Some(Pending {
+            decoder: frame.decoder(),
+            framing: frame.framing(),
+            lingering_notice: frame.lingering_notice(),
+            kill_if_abandoned,
+        });
         Ok(())
     }
 
-    /// Read the reply of the last command sent. Cancel-safe: if the future is dropped, the
-    /// reply is still owed and is discarded before the next command.
-    pub async fn receive(&mut self) -> Result<Reply, ShellError> {
-        let mut chunk = vec![0u8; 64 * 1024];
+    /// A command is sent and its reply not read yet.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Settle the reply still owed by an earlier command, if any: kill the command if its
+    /// caller abandoned it and the guest can kill, then read the reply to its end.
+    pub async fn settle(&mut self) -> Result<(), ShellError> {
+        match &self.pending {
+            None => Ok(()),
+            Some(pending) if pending.kill_if_abandoned && self.mode.killable() => self.kill().await.map(drop),
+            Some(_) => self.receive(|| {}).await.map(drop),
+        }
+    }
+
+    /// Read the reply of the last command sent. `on_lingering` is called when the guest says
+    /// that the command exited but its stdout is still open after 10 s. Cancel-safe: if the
+    /// future is dropped, the reply is still owed and is settled before the next exchange.
+    pub async fn receive(&mut self, mut on_lingering: impl FnMut()) -> Result<Reply, ShellError> {
+        let mut chunk = vec![0u8; READ_SIZE];
         loop {
-            let Some(decoder) = self.pending.as_mut() else {
+            let Some(pending) = self.pending.as_mut() else {
                 return Err(ShellError::Io(io::Error::other("no command is waiting for a reply")));
             };
-            let data = if self.leftover.is_empty() {
-                let n = self.stream.read(&mut chunk).await?;
-                if n == 0 {
-                    let partial_output = decoder.partial_output().to_vec();
-                    self.pending = None;
-                    return Err(ShellError::Disconnected { partial_output });
-                }
-                chunk[..n].to_vec()
-            } else {
-                std::mem::take(&mut self.leftover)
+            let disconnected = |pending: &Pending| ShellError::Disconnected {
+                partial_output: pending.decoder.partial_output().to_vec(),
             };
-            if let Some((reply, rest)) = decoder.push(&data)? {
-                self.pending = None;
-                self.leftover = rest;
-                return Ok(reply);
+            match (pending.framing, self.out.as_mut()) {
+                (Framing::Port, Some(out)) => {
+                    if let Some(at) = memmem::find(&self.hvc0_buf, &pending.lingering_notice) {
+                        self.hvc0_buf.drain(at..at + pending.lingering_notice.len());
+                        on_lingering();
+                    }
+                    let data = if self.out_buf.is_empty() {
+                        tokio::select! {
+                            read = out.read(&mut chunk) => match read? {
+                                0 => return Err(self.abandon_pending(disconnected)),
+                                n => chunk[..n].to_vec(),
+                            },
+                            // The console is watched for the notice meanwhile.
+                            more = self.hvc0_chunks.recv() => {
+                                match more {
+                                    Some(more) => self.hvc0_buf.extend_from_slice(&more),
+                                    None => return Err(self.abandon_pending(disconnected)),
+                                }
+                                continue;
+                            }
+                        }
+                    } else {
+                        std::mem::take(&mut self.out_buf)
+                    };
+                    if let Some((reply, rest)) = self.push_reply(&data)? {
+                        self.out_buf = rest;
+                        return Ok(reply);
+                    }
+                }
+                (Framing::Console, _) | (Framing::Port, None) => {
+                    if self.hvc0_buf.is_empty() {
+                        match self.hvc0_chunks.recv().await {
+                            Some(more) => self.hvc0_buf = more,
+                            None => return Err(self.abandon_pending(disconnected)),
+                        }
+                    }
+                    let data = std::mem::take(&mut self.hvc0_buf);
+                    if let Some((reply, rest)) = self.push_reply(&data)? {
+                        self.hvc0_buf = rest;
+                        return Ok(reply);
+                    }
+                }
             }
         }
+    }
+
+    /// Feed the pending decoder; a complete reply or an error ends the pending command.
+    fn push_reply(&mut self, data: &[u8]) -> Result<Option<(Reply, Vec<u8>)>, ShellError> {
+        let Some(pending) = self.pending.as_mut() else { return Ok(None) };
+        match pending.decoder.push(data) {
+            Ok(None) => Ok(None),
+            Ok(Some(done)) => {
+                self.pending = None;
+                Ok(Some(done))
+            }
+            Err(e) => {
+                self.pending = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Forget the pending command (its shell is gone) and return the error made from it.
+    fn abandon_pending(&mut self, error: impl FnOnce(&Pending) -> ShellError) -> ShellError {
+        match self.pending.take() {
+            Some(pending) => error(&pending),
+            None => ShellError::Disconnected { partial_output: Vec::new() },
+        }
+    }
+
+    /// Kill the pending command in the guest (its process tree and whatever holds the output
+    /// port), then read its reply. Needs a kill helper ([`Mode::killable`]).
+    pub async fn kill(&mut self) -> Result<Killed, ShellError> {
+        let Some(control) = self.control.as_mut().filter(|_| self.mode.killable()) else {
+            return Err(ShellError::Io(io::Error::other("this guest has no kill helper")));
+        };
+        control.seq += 1;
+        let seq = control.seq;
+        control.stream.write_all(channel::kill_request(&control.epoch, seq).as_bytes()).await?;
+        let answer = control.read_until(|line| channel::parse_kill_ack(line, seq));
+        let processes = tokio::time::timeout(KILL_ANSWER_TIMEOUT, answer)
+            .await
+            .map_err(|_| ShellError::Unanswered { what: "a kill request", waited: KILL_ANSWER_TIMEOUT })??;
+        let reply = tokio::time::timeout(MARKER_AFTER_KILL_TIMEOUT, self.receive(|| {})).await.map_err(|_| {
+            ShellError::Unanswered { what: "with the end of a killed command", waited: MARKER_AFTER_KILL_TIMEOUT }
+        })??;
+        Ok(Killed { reply, processes })
     }
 
     /// What the command in flight has printed so far (its reply has not ended yet).
     pub fn partial_output(&self) -> Vec<u8> {
-        self.pending.as_ref().map(|decoder| decoder.partial_output().to_vec()).unwrap_or_default()
+        self.pending.as_ref().map(|pending| pending.decoder.partial_output().to_vec()).unwrap_or_default()
     }
 
-    /// Write one line unframed and read back the first line the shell prints (without its
-    /// newline). The line must make the shell print exactly one line, or later replies are
-    /// misread: this is for measuring the channel and upstream's framing, not for commands.
+    /// Write one line unframed on the console and read back the first line the shell prints
+    /// there (without its newline). The line must make the shell print exactly one line, or
+    /// later replies are misread: this is for measuring the channel and upstream's framing, not
+    /// for commands.
     pub async fn exchange_line(&mut self, line: &[u8]) -> Result<Vec<u8>, ShellError> {
-        if self.pending.is_some() {
-            self.receive().await?;
-        }
-        self.stream.write_all(line).await?;
-        let mut received = std::mem::take(&mut self.leftover);
+        self.settle().await?;
+        self.hvc0.write_all(line).await?;
         let mut searched = 0;
-        let mut chunk = vec![0u8; 64 * 1024];
         loop {
             // Only the bytes not searched yet: a long line arrives in many reads.
-            if let Some(at) = memchr::memchr(b'\n', &received[searched..]) {
+            if let Some(at) = memchr::memchr(b'\n', &self.hvc0_buf[searched..]) {
                 let newline = searched + at;
-                self.leftover = received.split_off(newline + 1);
-                received.truncate(newline);
+                let mut received: Vec<u8> = self.hvc0_buf.drain(..=newline).collect();
+                received.pop();
                 return Ok(received);
             }
-            searched = received.len();
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(ShellError::Disconnected { partial_output: received });
+            searched = self.hvc0_buf.len();
+            if self.more_hvc0().await.is_err() {
+                return Err(ShellError::Disconnected { partial_output: std::mem::take(&mut self.hvc0_buf) });
             }
-            received.extend_from_slice(&chunk[..n]);
         }
-    }
-
-    /// The connection's file descriptor, for handing the shell to an interactive program.
-    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.stream.as_raw_fd()
     }
 
     /// Write bytes to the shell as they are, unframed (upstream's `shutdown()` writes
     /// `poweroff\n` this way).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ShellError> {
-        self.stream.write_all(bytes).await?;
+        self.hvc0.write_all(bytes).await?;
         Ok(())
+    }
+
+    /// Connect `peer` to the console until `peer` closes: what it writes goes to the shell,
+    /// what the shell prints goes to it (upstream's `shell_interact`, through a socket pair
+    /// so that the console pump keeps reading).
+    pub async fn relay(&mut self, peer: UnixStream) -> Result<(), ShellError> {
+        self.settle().await?;
+        let (mut peer_reader, mut peer_writer) = peer.into_split();
+        peer_writer.write_all(&std::mem::take(&mut self.hvc0_buf)).await?;
+        let mut chunk = vec![0u8; READ_SIZE];
+        loop {
+            tokio::select! {
+                read = peer_reader.read(&mut chunk) => match read {
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(n) => self.hvc0.write_all(&chunk[..n]).await?,
+                },
+                more = self.hvc0_chunks.recv() => match more {
+                    Some(more) => {
+                        if peer_writer.write_all(&more).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    None => return Err(ShellError::Disconnected { partial_output: Vec::new() }),
+                },
+            }
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn one_round_trip_against_a_real_shell() {
-        // A real bash (or dash) reading its commands from a socket, as the guest backdoor does.
-        let (host, guest) = UnixStream::pair().expect("socketpair");
-        let guest = guest.into_std().expect("std socket");
-        guest.set_nonblocking(false).expect("blocking");
-        let guest_fd = std::os::fd::OwnedFd::from(guest);
-        let shell = if std::path::Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" };
-        let mut child = std::process::Command::new(shell)
-            .stdin(std::process::Stdio::from(guest_fd.try_clone().expect("dup")))
-            .stdout(std::process::Stdio::from(guest_fd))
-            .spawn()
-            .expect("spawn shell");
-        let mut shell = Shell::new(host);
-        let cases: &[(&str, &[u8], i32)] = &[
-            ("printf 'a\\nb'", b"a\nb", 0),
-            ("echo hi; false; echo no", b"hi\n", 1),
-            ("exit 7", b"", 7),
-            ("echo 'unbalanced", b"", 2),
-            ("cd /; X=1", b"", 0),
-            ("pwd; echo ${X:-unset}", b"", 0),
-            ("printf '\\000\\377'", b"\x00\xff", 0),
-        ];
-        let cwd = std::env::current_dir().expect("cwd");
-        for (command, expected, status) in cases {
-            let frame = Frame::new(command, None, None).expect("frame");
-            shell.send(&frame).await.expect("send");
-            let reply = shell.receive().await.expect("reply");
-            assert_eq!(reply.status, *status, "status of {command}");
-            if command.starts_with("pwd") {
-                let expected = format!("{}\nunset\n", cwd.display());
-                assert_eq!(reply.output, expected.as_bytes(), "cd and variables do not leak");
-            } else {
-                assert_eq!(reply.output, *expected, "output of {command}");
-            }
-        }
-        let frame = Frame::new("sleep 5", Some(Duration::from_millis(200)), None).expect("frame");
-        shell.send(&frame).await.expect("send");
-        assert_eq!(shell.receive().await.expect("reply").status, 124);
-
-        // Unframed lines (the benchmarks' channel floor and upstream's framing): the first
-        // line comes back, a second one printed at once is kept for the next exchange, and
-        // framed commands work after them.
-        assert_eq!(shell.exchange_line(b"echo one; echo two\n").await.expect("line"), b"one");
-        assert_eq!(shell.exchange_line(b"echo three\n").await.expect("line"), b"two");
-        assert_eq!(shell.exchange_line(b"true\n").await.expect("line"), b"three");
-        let long = "x".repeat(300_000);
-        let echoed = shell.exchange_line(format!("echo {long}\n").as_bytes()).await.expect("line");
-        assert_eq!(echoed, long.as_bytes(), "a line longer than one read");
-        shell.send(&Frame::new("echo framed", None, None).expect("frame")).await.expect("send");
-        assert_eq!(shell.receive().await.expect("reply").output, b"framed\n");
-        shell.send_raw(b"exit 0\n").await.expect("send exit");
-        assert!(child.wait().expect("wait shell").success());
+/// Read whatever is in the socket now, without waiting.
+fn read_now(stream: &UnixStream) -> Vec<u8> {
+    let mut data = Vec::new();
+    let mut chunk = vec![0u8; READ_SIZE];
+    while let Ok(n @ 1..) = stream.try_read(&mut chunk) {
+        data.extend_from_slice(&chunk[..n]);
     }
+    data
+}
+
+/// Discard whatever is in the socket now.
+fn drain_now(stream: &UnixStream) {
+    drop(read_now(stream));
 }

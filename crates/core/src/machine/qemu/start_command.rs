@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use super::channel;
 use crate::machine::quote::shlex_quote;
 
 /// The sockets and directories one machine uses.
@@ -22,6 +23,10 @@ pub struct StartPaths<'a> {
     pub qmp: &'a Path,
     /// The backdoor shell socket the driver listens on.
     pub shell: &'a Path,
+    /// ntd's output port's socket the driver listens on ([`super::channel`]).
+    pub out: &'a Path,
+    /// ntd's control port's socket the driver listens on.
+    pub ctl: &'a Path,
 }
 
 /// A start command and the arguments upstream appends to it.
@@ -60,7 +65,17 @@ impl StartCommand {
             shlex_quote(&format!("unix:{}", qemu_path(paths.monitor))),
             shlex_quote(&format!("socket,id=shell,path={}", qemu_path(paths.shell))),
         );
-        line.push_str(" -device virtio-serial -device virtconsole,chardev=shell -device virtio-rng-pci -serial stdio");
+        line.push_str(" -device virtio-serial -device virtconsole,chardev=shell");
+        // ntd's two ports, on the same virtio-serial bus as the backdoor's console.
+        for (id, path, name) in
+            [(channel::OUT_CHARDEV, paths.out, channel::OUT_PORT), (channel::CTL_CHARDEV, paths.ctl, channel::CTL_PORT)]
+        {
+            line.push_str(&format!(
+                " -chardev {} -device virtserialport,chardev={id},name={name}",
+                shlex_quote(&format!("socket,id={id},path={}", qemu_path(path)))
+            ));
+        }
+        line.push_str(" -device virtio-rng-pci -serial stdio");
         if !allow_reboot {
             line.push_str(" -no-reboot");
         }
@@ -129,12 +144,16 @@ mod tests {
             monitor: Path::new("/tmp/vm-state-m/monitor"),
             qmp: Path::new("/tmp/vm-state-m/qmp"),
             shell: Path::new("/tmp/vm-state-m/shell"),
+            out: Path::new("/tmp/vm-state-m/out"),
+            ctl: Path::new("/tmp/vm-state-m/ctl"),
         };
         let command = StartCommand::new("/x/bin/run-m-vm");
         assert_eq!(
             command.command_line(&paths, false, false),
             "/x/bin/run-m-vm -qmp unix:/tmp/vm-state-m/qmp,server=on,wait=off -monitor unix:/tmp/vm-state-m/monitor \
              -chardev socket,id=shell,path=/tmp/vm-state-m/shell -device virtio-serial -device virtconsole,chardev=shell \
+             -chardev socket,id=ntd-out,path=/tmp/vm-state-m/out -device virtserialport,chardev=ntd-out,name=org.nixos.ntd.out \
+             -chardev socket,id=ntd-ctl,path=/tmp/vm-state-m/ctl -device virtserialport,chardev=ntd-ctl,name=org.nixos.ntd.ctl \
              -device virtio-rng-pci -serial stdio -no-reboot -nographic"
         );
         let line = command.command_line(&paths, true, true);
@@ -151,6 +170,8 @@ mod tests {
             monitor: Path::new("/t m'p,x/vm-state-m/monitor"),
             qmp: Path::new("/t m'p,x/vm-state-m/qmp"),
             shell: Path::new("/t m'p,x/vm-state-m/shell"),
+            out: Path::new("/t m'p,x/vm-state-m/out"),
+            ctl: Path::new("/t m'p,x/vm-state-m/ctl"),
         };
         let line = StartCommand::new("run-m-vm").command_line(&paths, true, true);
         assert_eq!(
@@ -158,7 +179,10 @@ mod tests {
             "run-m-vm -qmp 'unix:/t m'\"'\"'p,,x/vm-state-m/qmp,server=on,wait=off' \
              -monitor 'unix:/t m'\"'\"'p,,x/vm-state-m/monitor' \
              -chardev 'socket,id=shell,path=/t m'\"'\"'p,,x/vm-state-m/shell' -device virtio-serial \
-             -device virtconsole,chardev=shell -device virtio-rng-pci -serial stdio"
+             -device virtconsole,chardev=shell \
+             -chardev 'socket,id=ntd-out,path=/t m'\"'\"'p,,x/vm-state-m/out' -device virtserialport,chardev=ntd-out,name=org.nixos.ntd.out \
+             -chardev 'socket,id=ntd-ctl,path=/t m'\"'\"'p,,x/vm-state-m/ctl' -device virtserialport,chardev=ntd-ctl,name=org.nixos.ntd.ctl \
+             -device virtio-rng-pci -serial stdio"
         );
     }
 

@@ -1,20 +1,90 @@
 //! The command transport of a QEMU machine: one framed command at a time on the backdoor
 //! shell ([`super::frame`], [`super::shell`]), raced against the console's faults and QEMU's
 //! exit, so a guest that can no longer answer fails the command at once.
+//!
+//! Where the guest runs ntd's kill helper ([`super::channel`]), the host enforces a command's
+//! timeout itself and an interrupted command is killed in the guest: when the caller's future
+//! is dropped (Ctrl-C in the REPL, `KeyboardInterrupt` in a script), a task kills the command's
+//! process tree at once, so nothing keeps running and the next command is answered without
+//! waiting for it.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::TAIL_LINES;
-use super::frame::Frame;
-use super::lifecycle::Qemu;
+use super::channel::Mode;
+use super::frame::{Frame, Framing, Reply};
+use super::lifecycle::{Qemu, Running};
 use super::shell::ShellError;
 use crate::log;
 use crate::machine::{Error, ExecuteOptions, Result};
 
-/// A command with a guest-side timeout gets this long beyond it before the host gives up on
-/// the guest (a guest that cannot even run `timeout` is hung).
+/// A command with a timeout gets this long beyond it before the host gives up on the guest
+/// (a guest that cannot even run `timeout`, or kill, is hung).
 const HOST_GRACE: Duration = Duration::from_secs(60);
+
+/// The exit status of a command that ran out of time: `timeout`'s, as upstream reports it.
+const TIMED_OUT_STATUS: i32 = 124;
+
+/// Kills the command in flight if the exchange is dropped before its reply was read (see
+/// the module documentation). Armed once the command is sent, disarmed when its reply is in
+/// or when the shell is known to be gone.
+struct AbandonGuard {
+    running: Arc<Running>,
+    machine: String,
+    command: String,
+    armed: AtomicBool,
+}
+
+impl AbandonGuard {
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if !self.armed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let running = Arc::clone(&self.running);
+        let machine = std::mem::take(&mut self.machine);
+        let command = std::mem::take(&mut self.command);
+        runtime.spawn(async move {
+            let mut shell = running.shell.lock().await;
+            if !shell.is_pending() {
+                return;
+            }
+            match shell.kill().await {
+                Ok(killed) => log::log(
+                    Some(&machine),
+                    &format!("`{command}` was interrupted: killed {} process(es) in the guest", killed.processes),
+                ),
+                Err(e) => log::warning(
+                    Some(&machine),
+                    &format!("`{command}` was interrupted, but killing it in the guest failed: {}", error_chain(&e)),
+                ),
+            }
+        });
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 impl Qemu {
     /// Run one command on the backdoor shell with upstream's `execute` semantics (the
@@ -25,11 +95,19 @@ impl Qemu {
         let name = self.name();
         let console = self.base.console();
         let traceparent = log::current_traceparent();
-        let frame = Frame::new(command, options.timeout, traceparent.as_deref()).map_err(|source| {
+        let mut shell = running.shell.lock().await;
+        let mode = shell.mode();
+        let framing = match mode {
+            Mode::Port { .. } => Framing::Port,
+            Mode::Console => Framing::Console,
+        };
+        // Where the host can kill, it enforces the timeout itself; else `timeout` in the guest.
+        let guest_timeout = options.timeout.filter(|_| !mode.killable());
+        let host_timeout = options.timeout.filter(|_| mode.killable());
+        let frame = Frame::new(command, framing, guest_timeout, traceparent.as_deref()).map_err(|source| {
             Error::InvalidCommand { machine: name.to_owned(), command: command.replace('\0', "\\0"), source }
         })?;
-        let mut shell = running.shell.lock().await;
-        let stray = shell.take_stray_output().await;
+        let stray = shell.take_stray_output();
         if !stray.is_empty() {
             let shown = &stray[..stray.len().min(200)];
             log::warning(
@@ -45,17 +123,58 @@ impl Qemu {
             .then(|| console.last_fault())
             .flatten();
         let waited = options.timeout.map(|timeout| timeout + HOST_GRACE);
+        let guard = AbandonGuard {
+            running: Arc::clone(&running),
+            machine: name.to_owned(),
+            command: command.to_owned(),
+            armed: AtomicBool::new(false),
+        };
         let outcome = match earlier_fault {
             Some(fault) => Err((fault, "before running")),
             None => {
-                // Sending may first drain the reply an earlier command still owes, so the
+                // Sending may first settle the reply an earlier command still owes, so the
                 // timeout and the fault watch cover it too.
                 let exchange = async {
-                    shell.send(&frame).await?;
+                    shell.send(&frame, options.check_output).await?;
                     if !options.check_output {
                         return Ok(None);
                     }
-                    shell.receive().await.map(Some)
+                    if mode.killable() {
+                        guard.arm();
+                    }
+                    let lingering = || {
+                        log::warning(
+                            Some(name),
+                            &format!(
+                                "`{command}` has exited, but its stdout is still open after 10 seconds: a process it \
+                                 started holds it, and the output ends when that process closes it (redirect the \
+                                 process's output, e.g. `daemon >/dev/null 2>&1 &`, to return at once)"
+                            ),
+                        );
+                    };
+                    let reply = match host_timeout {
+                        None => shell.receive(lingering).await,
+                        Some(timeout) => match tokio::time::timeout(timeout, shell.receive(lingering)).await {
+                            Ok(reply) => reply,
+                            Err(_) => shell.kill().await.map(|killed| {
+                                if killed.processes == 0 {
+                                    // It ended on its own as the time ran out.
+                                    return killed.reply;
+                                }
+                                log::log(
+                                    Some(name),
+                                    &format!(
+                                        "`{command}` timed out after {} seconds: killed {} process(es) in the guest",
+                                        crate::config::format_seconds(timeout),
+                                        killed.processes
+                                    ),
+                                );
+                                Reply { status: TIMED_OUT_STATUS, output: killed.reply.output }
+                            }),
+                        },
+                    };
+                    guard.disarm();
+                    reply.map(Some)
                 };
                 let bounded = async {
                     match waited {
@@ -84,8 +203,12 @@ impl Qemu {
         let reply = match outcome {
             Ok(Some(Ok(None))) => return Ok((-2, Vec::new())),
             Ok(Some(Ok(Some(reply)))) => Ok(reply),
-            Ok(Some(Err(e))) => Err(e),
+            Ok(Some(Err(e))) => {
+                guard.disarm();
+                Err(e)
+            }
             Ok(None) => {
+                // Hung: the guard kills what it can once this returns.
                 return Err(Error::GuestHung {
                     machine: name.to_owned(),
                     command: command.to_owned(),
@@ -95,6 +218,7 @@ impl Qemu {
             Err((fault, when)) => {
                 // The shell that owed the reply is gone: the next command waits for a new one
                 // (after the reboot that `panic=1` causes, say).
+                guard.disarm();
                 let partial_output = shell.partial_output();
                 drop(shell);
                 self.mark_disconnected();
