@@ -31,10 +31,13 @@
 pub mod args;
 pub mod console;
 pub mod control;
+pub mod fuse;
 pub mod guest;
+pub mod guest_dev;
 mod harness;
 pub mod hmp;
 pub mod json;
+pub mod ports;
 pub mod qemu;
 pub mod qemu_args;
 pub mod qmp;
