@@ -284,3 +284,26 @@ async fn a_reboot_with_a_waiting_writer_serves_the_ports_again() {
     assert!(drained[..drained.len() - 3].iter().all(|&b| b == 0));
     assert!(!host_has_port_mount());
 }
+
+#[tokio::test]
+async fn a_port_chardev_that_is_not_there_fails_as_qemu_fails() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let dir = state.path().display().to_string();
+    let _shell = std::os::unix::net::UnixListener::bind(state.path().join("shell")).expect("listen on shell");
+    let output = tokio::process::Command::new(common::fake_binary())
+        .args(["-qmp", &format!("unix:{dir}/qmp,server=on,wait=off")])
+        .args(["-chardev", &format!("socket,id=shell,path={dir}/shell"), "-device", "virtconsole,chardev=shell"])
+        .args(["-chardev", &format!("socket,id=ntd-out,path={dir}/absent")])
+        .args(["-device", "virtserialport,chardev=ntd-out,name=org.nixos.ntd.out"])
+        .env("TMPDIR", state.path())
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "qemu-system-x86_64: -chardev socket,id=ntd-out: Failed to connect to '{dir}/absent': No such file or directory\n"
+        )
+    );
+}
