@@ -70,6 +70,17 @@ pub struct QmpFaults {
     pub event_before_reply: bool,
 }
 
+/// The `--fake-port-stall` fault on one virtio port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortStall {
+    /// The port's name (`org.nixos.ntd.out`).
+    pub name: String,
+    /// Bytes of the guest's writes taken before the stall.
+    pub after: u64,
+    /// How long the fake then takes none.
+    pub pause: Duration,
+}
+
 /// A unit state change scheduled after boot (`--fake-unit-later`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaterUnit {
@@ -104,6 +115,10 @@ pub struct FakeOptions {
     pub qmp: QmpFaults,
     /// Lines of chatter on the console at boot.
     pub console_lines: u64,
+    /// Show the guest no virtio ports (their chardevs are still connected).
+    pub no_ports: bool,
+    /// Virtio port stalls.
+    pub port_stalls: Vec<PortStall>,
 }
 
 /// The whole command line.
@@ -116,7 +131,7 @@ pub struct Args {
 }
 
 /// The `--fake-*` options that take no value.
-const FAKE_FLAGS: &[&str] = &["help", "no-backdoor", "qmp-garbage", "qmp-no-id", "qmp-event-before-reply"];
+const FAKE_FLAGS: &[&str] = &["help", "no-backdoor", "qmp-garbage", "qmp-no-id", "qmp-event-before-reply", "no-ports"];
 
 /// The `--fake-*` options that take a value.
 const FAKE_VALUED: &[&str] = &[
@@ -132,6 +147,7 @@ const FAKE_VALUED: &[&str] = &[
     "qmp-delay",
     "qmp-no-reply",
     "console-lines",
+    "port-stall",
 ];
 
 /// Usage text for `--fake-help`.
@@ -142,7 +158,9 @@ A stand-in for QEMU behind a run-<name>-vm start script: it serves QMP and the H
 prints a boot on the serial console (stdout) and runs the backdoor shell as a host bash in
 private namespaces. QEMU arguments understood: -qmp unix:PATH[,server=on,wait=off],
 -monitor unix:PATH, -chardev socket,id=ID,path=PATH, -device DRIVER,..., -serial stdio,
--name NAME, -no-reboot, -nographic; others are accepted and ignored.
+-name NAME, -no-reboot, -nographic; others are accepted and ignored. Each
+-device virtserialport,chardev=ID,name=NAME is /dev/virtio-ports/NAME in the guest (when run
+as root: a FUSE file system in the guest's own /dev).
 
 Guest:
   --fake-boot-delay SECONDS        time from boot to the backdoor marker (default 0)
@@ -163,6 +181,9 @@ Faults:
   --fake-qmp-garbage               a non-JSON line before every QMP reply
   --fake-qmp-no-id                 QMP replies without their id
   --fake-qmp-event-before-reply    an RTC_CHANGE event before every QMP reply
+  --fake-no-ports                  show the guest no virtio ports (still connect their chardevs)
+  --fake-port-stall NAME:N:MS      after N bytes the guest wrote to port NAME, take none for MS
+                                   milliseconds (the guest's writer waits; repeatable)
 
   --fake-help                      this text
 
@@ -220,6 +241,7 @@ fn fake_flag(fake: &mut FakeOptions, name: &str) {
         "qmp-garbage" => fake.qmp.garbage = true,
         "qmp-no-id" => fake.qmp.no_id = true,
         "qmp-event-before-reply" => fake.qmp.event_before_reply = true,
+        "no-ports" => fake.no_ports = true,
         _ => {}
     }
 }
@@ -264,6 +286,17 @@ fn fake_option(fake: &mut FakeOptions, name: &str, value: &str) -> Result<(), Ar
         "qmp-delay" => fake.qmp.delay = Some(millis(value)?),
         "qmp-no-reply" => fake.qmp.no_reply.push(value.to_owned()),
         "console-lines" => fake.console_lines = count(value)?,
+        "port-stall" => {
+            // The name may hold colons; the numbers do not.
+            let mut parts = value.rsplitn(3, ':');
+            let (Some(pause), Some(after), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(invalid("NAME:BYTES:MILLISECONDS"));
+            };
+            if name.is_empty() {
+                return Err(invalid("NAME:BYTES:MILLISECONDS"));
+            }
+            fake.port_stalls.push(PortStall { name: name.to_owned(), after: count(after)?, pause: millis(pause)? });
+        }
         _ => return Err(ArgsError::UnknownFakeOption(option)),
     }
     Ok(())
@@ -330,7 +363,24 @@ mod tests {
         assert!(fake.qmp.no_id && !fake.qmp.garbage);
         assert_eq!(fake.exit_at_start, Some((3, "no:kvm".to_owned())));
         assert_eq!(fake.console_lines, 7);
+        assert!(!fake.no_ports && fake.port_stalls.is_empty());
         assert_eq!(args.qemu.name.as_deref(), Some("m1"));
+    }
+
+    #[test]
+    fn port_faults() {
+        let args = parse_words("--fake-no-ports --fake-port-stall org.nixos.ntd.out:4096:1500").expect("valid");
+        assert!(args.fake.no_ports);
+        assert_eq!(
+            args.fake.port_stalls,
+            vec![PortStall { name: "org.nixos.ntd.out".into(), after: 4096, pause: Duration::from_millis(1500) }]
+        );
+        for bad in ["x:1", ":1:2", "x:y:2", "x:1:z"] {
+            assert!(
+                matches!(parse(["--fake-port-stall", bad]), Err(ArgsError::InvalidValue { .. })),
+                "{bad} is refused"
+            );
+        }
     }
 
     #[test]

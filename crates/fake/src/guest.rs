@@ -6,7 +6,9 @@
 //!   `shared-xchg` there. `SHARED_DIR` is opened (`O_PATH`) in the new namespace before the
 //!   tmpfs can hide it and bound from `/proc/self/fd/N` (a mount of the old namespace cannot
 //!   be bound). The fake's own directory (guest tools, control socket) stays
-//!   reachable at its host path, bound into the tmpfs when it was under `/tmp`;
+//!   reachable at its host path, bound into the tmpfs when it was under `/tmp`. With virtio
+//!   ports, `/dev` is a tmpfs of the guest's too, with the ports' file system on
+//!   `/dev/virtio-ports` ([`crate::guest_dev`]);
 //! - **pid**: bash is pid 1 of a pid namespace, so when it dies every process it started dies
 //!   with it (as a machine's processes end with the machine), and `kill -9 -1` or `pkill` in
 //!   the guest cannot reach the host (`/proc` is remounted for the namespace where allowed);
@@ -35,6 +37,8 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::{Pid, chdir, getppid, mkdir, sethostname, write};
+
+use crate::guest_dev::{self, FuseMount};
 
 /// The name this binary is run under as the guest's init.
 pub const INIT_NAME: &str = "ntd-fake-guest-init";
@@ -98,7 +102,7 @@ impl Bind {
 }
 
 /// `/proc/self/fd/N` written into `buf`, without allocating.
-fn proc_fd_path(fd: RawFd, buf: &mut [u8; 32]) -> io::Result<&CStr> {
+pub(crate) fn proc_fd_path(fd: RawFd, buf: &mut [u8; 32]) -> io::Result<&CStr> {
     const PREFIX: &[u8] = b"/proc/self/fd/";
     buf[..PREFIX.len()].copy_from_slice(PREFIX);
     let mut digits = [0u8; 10];
@@ -185,19 +189,30 @@ impl GuestPlan {
     }
 
     /// Start the guest shell with piped stdin and stdout and `stderr` as its stderr (the
-    /// serial console). Tries the root way first, then a user namespace.
-    pub fn spawn(&self, stderr: impl Fn() -> Stdio) -> Result<tokio::process::Child, GuestError> {
+    /// serial console), with the virtio ports' file system `ports` mounted on
+    /// `/dev/virtio-ports`. Tries the root way first, then a user namespace, which gets no
+    /// ports (the kernel takes a FUSE device opened in the mounter's user namespace only).
+    /// Returns the child and whether it mounted `ports`.
+    pub fn spawn(
+        &self,
+        stderr: impl Fn() -> Stdio,
+        ports: Option<&FuseMount>,
+    ) -> Result<(tokio::process::Child, bool), GuestError> {
         let as_root = nix::unistd::geteuid().is_root();
-        match self.spawn_with(as_root, stderr()) {
+        match self.spawn_with(as_root, stderr(), ports.filter(|_| as_root)) {
+            Ok(child) => Ok((child, as_root && ports.is_some())),
             // Root without CAP_SYS_ADMIN (a container) may still have user namespaces.
-            Err(e) if as_root && e.raw_os_error() == Some(libc::EPERM) => self.spawn_with(false, stderr()),
-            other => other,
+            Err(e) if as_root && e.raw_os_error() == Some(libc::EPERM) => {
+                self.spawn_with(false, stderr(), None).map(|child| (child, false))
+            }
+            Err(e) => Err(e),
         }
         .map_err(GuestError::Spawn)
     }
 
-    fn spawn_with(&self, as_root: bool, stderr: Stdio) -> io::Result<tokio::process::Child> {
+    fn spawn_with(&self, as_root: bool, stderr: Stdio, ports: Option<&FuseMount>) -> io::Result<tokio::process::Child> {
         let setup = NamespaceSetup {
+            ports: ports.cloned(),
             user_maps: (!as_root).then(|| {
                 let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
                 (format!("0 {uid} 1").into_bytes(), format!("0 {gid} 1").into_bytes())
@@ -234,6 +249,7 @@ struct NamespaceSetup {
     hostname: OsString,
     shared: Option<Bind>,
     fake_dir: Option<Bind>,
+    ports: Option<FuseMount>,
     parent: Pid,
 }
 
@@ -266,11 +282,26 @@ impl NamespaceSetup {
         for (bind, fd) in [shared, fake_dir].iter().flatten() {
             bind.mount(fd)?;
         }
+        let ports_mounted = match &self.ports {
+            Some(ports) => match guest_dev::mount_with_ports(ports) {
+                Ok(()) => true,
+                Err(_) => {
+                    // A guest without ports still runs: the driver falls back to the console.
+                    let _ = write(std::io::stderr(), PORTS_FAILED);
+                    false
+                }
+            },
+            None => false,
+        };
+        guest_dev::hide_host_ports(!ports_mounted);
         sethostname(&self.hostname)?;
         chdir(c"/tmp")?;
         Ok(())
     }
 }
+
+/// Said on the guest's stderr (the console) when the ports cannot be mounted.
+const PORTS_FAILED: &[u8] = b"ntd-fake-qemu: cannot mount /dev/virtio-ports in the guest: it has no virtio ports\n";
 
 fn write_file(path: &CStr, content: &[u8]) -> io::Result<()> {
     let fd = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
@@ -278,7 +309,7 @@ fn write_file(path: &CStr, content: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn make_dir(path: &CStr) -> io::Result<()> {
+pub(crate) fn make_dir(path: &CStr) -> io::Result<()> {
     match mkdir(path, Mode::from_bits_truncate(0o755)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
         Err(e) => Err(e.into()),

@@ -6,9 +6,10 @@
 //! start command build it) plus `--fake-*` options (`ntd-fake-qemu --fake-help`). It creates
 //! the QMP socket and connects to the driver's monitor and backdoor sockets as QEMU does,
 //! prints a boot on the serial console (stdout), and runs the backdoor shell as a real
-//! `bash --norc` in private namespaces, relayed byte for byte. `poweroff`, `reboot`,
-//! `systemctl` and `fake-panic` in the guest are the fake's own tools, so nothing in the guest
-//! touches the host's machine state. Faults (a slow or lossy console, a crash, QMP replies out
+//! `bash --norc` in private namespaces, relayed byte for byte; virtio-serial ports appear in the
+//! guest as `/dev/virtio-ports/NAME` (a FUSE file system in the guest's own `/dev`, as root).
+//! `poweroff`, `reboot`, `systemctl` and `fake-panic` in the guest are the fake's own tools, so
+//! nothing in the guest touches the host's machine state. Faults (a slow or lossy console, a crash, QMP replies out
 //! of line) are options.
 //!
 //! For other crates' tests the library gives the built binary ([`binary`]), start scripts
@@ -31,10 +32,13 @@
 pub mod args;
 pub mod console;
 pub mod control;
+pub mod fuse;
 pub mod guest;
+pub mod guest_dev;
 mod harness;
 pub mod hmp;
 pub mod json;
+pub mod ports;
 pub mod qemu;
 pub mod qemu_args;
 pub mod qmp;

@@ -1,5 +1,5 @@
 //! The QEMU process: startup in QEMU's order (its own listening sockets, then the chardevs it
-//! connects to), the tasks that serve the machine, and the exit, after which no guest process
+//! connects to: the console's, then the virtio ports'), the tasks that serve the machine, and the exit, after which no guest process
 //! is left.
 
 use std::ffi::OsString;
@@ -15,6 +15,7 @@ use crate::args::{self, Args, Endpoint};
 use crate::console::Console;
 use crate::control;
 use crate::guest::{GuestError, GuestPlan};
+use crate::ports::{PortSpec, Ports, PortsError};
 use crate::relay::{self, GuestInput, Link};
 use crate::sessions;
 use crate::signals::Signals;
@@ -69,6 +70,9 @@ pub enum StartError {
     /// The guest cannot be prepared.
     #[error(transparent)]
     Guest(#[from] GuestError),
+    /// The virtio ports cannot be set up.
+    #[error(transparent)]
+    Ports(#[from] PortsError),
     /// The signal handlers cannot be installed.
     #[error("cannot install the signal handlers")]
     Signals(#[source] io::Error),
@@ -158,6 +162,39 @@ async fn open(option: &str, endpoint: &Endpoint) -> Result<Opened, StartError> {
     }
 }
 
+/// A chardev's socket, connected: a listening one waits for its client, as QEMU's `wait=on`
+/// does.
+async fn open_chardev(option: &str, endpoint: &Endpoint) -> Result<UnixStream, StartError> {
+    match open(option, endpoint).await? {
+        Opened::Connected(stream) => Ok(stream),
+        Opened::Listening(listener) => listener
+            .accept()
+            .await
+            .map(|(stream, _)| stream)
+            .map_err(|error| StartError::Connect { option: option.to_owned(), path: endpoint.path.clone(), error }),
+    }
+}
+
+/// The virtio-serial ports' chardevs, connected in command-line order after the console's (as
+/// QEMU connects every chardev, whether or not the guest will see the port). A chardev that is
+/// not a unix socket has nothing to connect; its port is left out.
+async fn open_ports(args: &Args) -> Result<Option<Arc<Ports>>, StartError> {
+    let mut specs = Vec::new();
+    for (name, chardev) in args.qemu.virtio_ports() {
+        let Some(endpoint) = chardev.endpoint() else { continue };
+        let option = format!("-chardev socket,id={}", chardev.id);
+        let stream = open_chardev(&option, &endpoint).await?;
+        let socket =
+            stream.into_std().map_err(|error| StartError::Connect { option, path: endpoint.path.clone(), error })?;
+        let stall = args.fake.port_stalls.iter().rev().find(|s| s.name == name).map(|s| (s.after, s.pause));
+        specs.push(PortSpec { name: name.to_owned(), socket, stall });
+    }
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Ports::new(specs)?))
+}
+
 fn listen(option: &str, path: &Path) -> Result<UnixListener, StartError> {
     let error = |error| StartError::Listen { option: option.to_owned(), path: path.to_owned(), error };
     match std::fs::remove_file(path) {
@@ -188,21 +225,8 @@ async fn start(args: Args) -> Result<(Arc<Vm>, Signals), StartError> {
         Some(endpoint) => Some(open("-monitor", endpoint).await?),
         None => None,
     };
-    let shell = match open(&backdoor_option, &backdoor_endpoint).await? {
-        Opened::Connected(stream) => stream,
-        // A listening backdoor waits for its client, as QEMU's `wait=on` does.
-        Opened::Listening(listener) => {
-            listener
-                .accept()
-                .await
-                .map_err(|error| StartError::Connect {
-                    option: backdoor_option.clone(),
-                    path: backdoor_endpoint.path.clone(),
-                    error,
-                })?
-                .0
-        }
-    };
+    let shell = open_chardev(&backdoor_option, &backdoor_endpoint).await?;
+    let ports = open_ports(&args).await?;
     let control_path = dir.control();
     let control = listen("control socket", &control_path)?;
 
@@ -226,10 +250,11 @@ async fn start(args: Args) -> Result<(Arc<Vm>, Signals), StartError> {
         units_later: args.fake.units_later.clone(),
         qmp_faults: args.fake.qmp.clone(),
         console_on_stdout: qemu.console_on_stdout(),
+        no_ports: args.fake.no_ports,
     };
     let console = Console::new(config.console_on_stdout);
     let units = Units::new(dir.units(), &args.fake.units);
-    let vm = Vm::new(config, console, dir, units, plan, (link, Arc::clone(&input)));
+    let vm = Vm::new(config, console, dir, units, plan, (link, Arc::clone(&input)), ports);
 
     tokio::spawn(relay::pump_input(shell_input, input));
     if qemu.console_on_stdout() {

@@ -103,6 +103,15 @@ impl QemuArgs {
         self.chardev(device.get("chardev")?)
     }
 
+    /// The virtio-serial ports with a name and a chardev, in order: `(name, chardev)`.
+    pub fn virtio_ports(&self) -> Vec<(&str, &Chardev)> {
+        self.devices
+            .iter()
+            .filter(|d| d.driver == "virtserialport")
+            .filter_map(|d| Some((d.get("name")?, self.chardev(d.get("chardev")?)?)))
+            .collect()
+    }
+
     /// Whether the serial console is QEMU's stdout: `-serial stdio` (or `mon:stdio`), or no
     /// `-serial` with `-nographic`, which defaults to it.
     pub fn console_on_stdout(&self) -> bool {
@@ -265,5 +274,7 @@ mod tests {
         assert_eq!(args.devices[0].get("name"), Some("org.ntd.data"));
         assert_eq!(args.backdoor().map(|c| c.id.as_str()), Some("shell"));
         assert!(!args.console_on_stdout(), "no -serial and no -nographic: no console on stdout");
+        let ports: Vec<(&str, &str)> = args.virtio_ports().into_iter().map(|(name, c)| (name, c.id.as_str())).collect();
+        assert_eq!(ports, vec![("org.ntd.data", "data")]);
     }
 }

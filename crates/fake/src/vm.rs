@@ -22,6 +22,8 @@ use tokio::sync::{Mutex, watch};
 use crate::args::{LaterUnit, QmpFaults};
 use crate::console::{self, Console};
 use crate::guest::{self, GuestPlan};
+use crate::guest_dev::FuseMount;
+use crate::ports::Ports;
 use crate::qmp::{self, QmpError};
 use crate::relay::{self, GuestInput, Link};
 use crate::sessions::Events;
@@ -77,6 +79,8 @@ pub struct Config {
     pub qmp_faults: QmpFaults,
     /// Whether the guest shell's stderr goes to stdout (the console is there).
     pub console_on_stdout: bool,
+    /// Show the guest no virtio ports.
+    pub no_ports: bool,
 }
 
 /// The guest shell while it runs.
@@ -101,6 +105,7 @@ pub struct Vm {
     plan: GuestPlan,
     link: Arc<Link>,
     input: Arc<GuestInput>,
+    ports: Option<Arc<Ports>>,
     /// Serialises power-offs, resets and shell starts.
     lifecycle: Mutex<()>,
     generation: AtomicU64,
@@ -117,7 +122,8 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Vm {
-    /// A machine on a connected backdoor `link`, with `input` fed by the driver.
+    /// A machine on a connected backdoor `link`, with `input` fed by the driver, and virtio
+    /// `ports` on their connected chardevs.
     pub fn new(
         config: Config,
         console: Console,
@@ -125,6 +131,7 @@ impl Vm {
         units: Units,
         plan: GuestPlan,
         (link, input): (Arc<Link>, Arc<GuestInput>),
+        ports: Option<Arc<Ports>>,
     ) -> Arc<Vm> {
         Arc::new(Vm {
             config,
@@ -135,6 +142,7 @@ impl Vm {
             plan,
             link,
             input,
+            ports,
             lifecycle: Mutex::new(()),
             generation: AtomicU64::new(0),
             booted_at: std::sync::Mutex::new(Instant::now()),
@@ -239,8 +247,18 @@ impl Vm {
                 _ => Stdio::null(),
             }
         };
-        let mut child = match self.plan.spawn(stderr) {
-            Ok(child) => child,
+        let ports = self.ports.as_ref().filter(|_| !self.config.no_ports);
+        let device = ports.and_then(|_| match Ports::open_device() {
+            Ok(device) => Some(device),
+            Err(e) => {
+                // The driver falls back to the console; a user should know why.
+                self.kernel(&format!("virtio_console: no virtio ports: {}", crate::error_chain(&e)));
+                None
+            }
+        });
+        let mount = device.as_ref().map(FuseMount::new);
+        let (mut child, mounted) = match self.plan.spawn(stderr, mount.as_ref()) {
+            Ok(spawned) => spawned,
             Err(e) => {
                 // A guest that cannot run its shell: say so where a user looks, keep running.
                 self.kernel(&format!("systemd[1]: backdoor.service: Failed to start: {e}"));
@@ -248,6 +266,15 @@ impl Vm {
                 return;
             }
         };
+        match (ports, device) {
+            (Some(ports), Some(device)) if mounted => {
+                if let Err(e) = ports.serve(device) {
+                    self.kernel(&format!("virtio_console: {}", crate::error_chain(&e)));
+                }
+            }
+            (Some(_), Some(_)) => self.kernel("virtio_console: no virtio ports in a guest in a user namespace"),
+            _ => {}
+        }
         let (Some(stdin), Some(stdout), Some(pid)) = (child.stdin.take(), child.stdout.take(), child.id()) else {
             return;
         };

@@ -34,6 +34,9 @@ pub struct Machine {
     pub child: tokio::process::Child,
     pub monitor: UnixStream,
     pub shell: UnixStream,
+    /// The virtio ports' chardev connections (`org.nixos.ntd.out`, `org.nixos.ntd.ctl`), when
+    /// started with [`Machine::start_with_ports`].
+    pub ports: Option<(UnixStream, UnixStream)>,
     shell_buf: Vec<u8>,
     console: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -50,8 +53,9 @@ async fn collect(mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static, i
 }
 
 impl Machine {
-    /// The QEMU arguments ntd appends (commas in paths doubled), as one shell string.
-    pub fn qemu_arguments(state: &Path, no_reboot: bool) -> String {
+    /// The QEMU arguments ntd appends (commas in paths doubled), as one shell string; with
+    /// `ports`, the two virtio-serial ports after the console.
+    pub fn qemu_arguments(state: &Path, no_reboot: bool, ports: bool) -> String {
         let path = |name: &str| state.join(name).display().to_string().replace(',', ",,");
         let mut line = format!(
             "-qmp {} -monitor {} -chardev {} -device virtio-serial -device virtconsole,chardev=shell \
@@ -60,6 +64,14 @@ impl Machine {
             quote(&format!("unix:{}", path("monitor"))),
             quote(&format!("socket,id=shell,path={}", path("shell"))),
         );
+        if ports {
+            for (id, name) in [("ntd-out", "org.nixos.ntd.out"), ("ntd-ctl", "org.nixos.ntd.ctl")] {
+                line.push_str(&format!(
+                    " -chardev {} -device virtserialport,chardev={id},name={name}",
+                    quote(&format!("socket,id={id},path={}", path(id)))
+                ));
+            }
+        }
         if no_reboot {
             line.push_str(" -no-reboot");
         }
@@ -74,6 +86,15 @@ impl Machine {
 
     /// Start it as another user (`(uid, gid)`), with the directories and sockets opened to it.
     pub async fn start_as(options: &[&str], no_reboot: bool, user: Option<(u32, u32)>) -> Machine {
+        Machine::launch(options, no_reboot, user, false).await
+    }
+
+    /// Start it with ntd's two virtio-serial ports, as root.
+    pub async fn start_with_ports(options: &[&str], no_reboot: bool) -> Machine {
+        Machine::launch(options, no_reboot, None, true).await
+    }
+
+    async fn launch(options: &[&str], no_reboot: bool, user: Option<(u32, u32)>, ports: bool) -> Machine {
         use std::os::unix::fs::PermissionsExt;
         let open_to_all = |path: &Path| {
             if user.is_some() {
@@ -87,6 +108,11 @@ impl Machine {
         std::fs::create_dir(&shared).expect("shared dir");
         let monitor_listener = UnixListener::bind(state.join("monitor")).expect("listen on monitor");
         let shell_listener = UnixListener::bind(state.join("shell")).expect("listen on shell");
+        let port_listeners = ports.then(|| {
+            let out = UnixListener::bind(state.join("ntd-out")).expect("listen on the out port");
+            let ctl = UnixListener::bind(state.join("ntd-ctl")).expect("listen on the ctl port");
+            (out, ctl)
+        });
         for path in [tmp.path(), &state, &shared, &state.join("monitor"), &state.join("shell")] {
             open_to_all(path);
         }
@@ -95,7 +121,8 @@ impl Machine {
             .options(options.iter().copied())
             .write(tmp.path())
             .expect("write start script");
-        let line = format!("{} {}", quote(&script.display().to_string()), Machine::qemu_arguments(&state, no_reboot));
+        let line =
+            format!("{} {}", quote(&script.display().to_string()), Machine::qemu_arguments(&state, no_reboot, ports));
         let mut command = tokio::process::Command::new("bash");
         if let Some((uid, gid)) = user {
             command.uid(uid).gid(gid);
@@ -123,7 +150,17 @@ impl Machine {
                 .expect("the fake connects in time")
                 .expect("accept");
         let ((monitor, _), (shell, _)) = accepted;
-        Machine { tmp, state, shared, child, monitor, shell, shell_buf: Vec::new(), console, stderr }
+        let ports = match port_listeners {
+            Some((out, ctl)) => {
+                let accepted = tokio::time::timeout(WAIT, async { tokio::try_join!(out.accept(), ctl.accept()) })
+                    .await
+                    .expect("the fake connects the ports in time")
+                    .expect("accept");
+                Some((accepted.0.0, accepted.1.0))
+            }
+            None => None,
+        };
+        Machine { tmp, state, shared, child, monitor, shell, ports, shell_buf: Vec::new(), console, stderr }
     }
 
     pub fn fake_dir(&self) -> ntd_fake::FakeDir {
