@@ -338,18 +338,20 @@ fn run_init(args: &[OsString]) -> io::Result<i32> {
     for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         signals.add(signal);
     }
-    // Taken with sigwait below; the child's mask is reset by Command.
+    // Taken with sigwait below; the child unblocks them (a mask survives fork and exec, and
+    // a guest whose processes cannot get SIGTERM has a `timeout` that never fires).
     signals.thread_block()?;
     // While this process lives, its child sees no hang-up on the pipe's read end.
     let (alive, alive_writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (alive_fd, writer_fd) = (alive.as_raw_fd(), alive_writer.as_raw_fd());
     let mut command = std::process::Command::new(bash);
     command.arg0("bash").args(bash_args);
-    // SAFETY: runs in the forked child before exec; prctl, close, poll and mount are
+    // SAFETY: runs in the forked child before exec; prctl, sigprocmask, close, poll and mount are
     // async-signal-safe system calls on values prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             // The child's copy of the writer would keep the pipe alive.
             libc::close(writer_fd);
             let alive = std::os::fd::BorrowedFd::borrow_raw(alive_fd);

@@ -6,6 +6,7 @@
 //! wheel's venv in `NTD_PY_ENV` (scripts/python-env).
 
 mod bad_input;
+mod channel;
 mod commands;
 // Shared with the quick tier; each tier uses part of it.
 #[path = "../common/mod.rs"]

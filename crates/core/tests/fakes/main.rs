@@ -6,6 +6,7 @@
 //! It needs the `ntd-fake-qemu` binary (`cargo test --workspace` builds it), bash, util-linux
 //! (`unshare`, `nsenter`), vde2, and root for the namespaces (as the VM tests do).
 
+mod channel;
 mod container;
 mod driver;
 mod qemu_machine;

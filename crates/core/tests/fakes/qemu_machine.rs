@@ -195,7 +195,8 @@ async fn a_guest_that_never_connects_times_out_with_the_console_tail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shell_that_closes_mid_reply_fails_the_command() {
     let scenario = Scenario::new();
-    let machine = scenario.qemu("closing", &["--fake-shell-close-after", "100"]);
+    // The console framing (no ports), where the reply comes on the console that closes.
+    let machine = scenario.qemu("closing", &["--fake-no-ports", "--fake-shell-close-after", "100"]);
     let error = machine.succeed(&cmd("head -c 1000 /dev/zero"), None).await.expect_err("disconnects");
     assert!(
         error

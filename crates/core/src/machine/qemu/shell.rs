@@ -72,10 +72,19 @@ struct Pending {
     framing: Framing,
     /// The console line saying the command exited with its stdout still open.
     lingering_notice: Vec<u8>,
-    /// Kill the command if it is still running when the next exchange needs the shell: its
-    /// caller gave up on it (an interruption). Commands sent without waiting for them are
-    /// left to end on their own.
-    kill_if_abandoned: bool,
+    /// The command, to be killed if it is still running when the next exchange needs the
+    /// shell: its caller gave up on it (an interruption). Commands sent without waiting for
+    /// them are left to end on their own (`None`).
+    kill_if_abandoned: Option<String>,
+}
+
+/// A command whose caller gave up on it, killed when the shell was next needed.
+#[derive(Debug)]
+pub struct Abandoned {
+    /// The command as the caller gave it.
+    pub command: String,
+    /// How many processes the helper killed (0: it had ended on its own).
+    pub processes: u32,
 }
 
 /// The control port and the kill helper behind it.
@@ -284,8 +293,14 @@ impl Shell {
     /// Send a framed command. Its reply must be read with [`Shell::receive`]; otherwise it is
     /// settled before the next exchange: read to its end, or, with `kill_if_abandoned` and a
     /// kill helper, killed and then read.
-    pub async fn send(&mut self, frame: &Frame, kill_if_abandoned: bool) -> Result<(), ShellError> {
-        self.settle().await?;
+    /// Send `frame`, after settling what an earlier command owes (returned when that meant
+    /// killing it). `kill_if_abandoned`: the command, if its caller waits for it.
+    pub async fn send(
+        &mut self,
+        frame: &Frame,
+        kill_if_abandoned: Option<String>,
+    ) -> Result<Option<Abandoned>, ShellError> {
+        let abandoned = self.settle().await?;
         self.hvc0.write_all(&frame.bytes).await?;
         self.pending = Some(Pending {
             decoder: frame.decoder(),
@@ -293,7 +308,7 @@ impl Shell {
             lingering_notice: frame.lingering_notice(),
             kill_if_abandoned,
         });
-        Ok(())
+        Ok(abandoned)
     }
 
     /// A command is sent and its reply not read yet.
@@ -303,11 +318,14 @@ impl Shell {
 
     /// Settle the reply still owed by an earlier command, if any: kill the command if its
     /// caller abandoned it and the guest can kill, then read the reply to its end.
-    pub async fn settle(&mut self) -> Result<(), ShellError> {
-        match &self.pending {
-            None => Ok(()),
-            Some(pending) if pending.kill_if_abandoned && self.mode.killable() => self.kill().await.map(drop),
-            Some(_) => self.receive(|| {}).await.map(drop),
+    pub async fn settle(&mut self) -> Result<Option<Abandoned>, ShellError> {
+        let Some(pending) = &self.pending else { return Ok(None) };
+        match pending.kill_if_abandoned.clone() {
+            Some(command) if self.mode.killable() => {
+                let killed = self.kill().await?;
+                Ok(Some(Abandoned { command, processes: killed.processes }))
+            }
+            _ => self.receive(|| {}).await.map(|_| None),
         }
     }
 
@@ -451,6 +469,7 @@ impl Shell {
     /// what the shell prints goes to it (upstream's `shell_interact`, through a socket pair
     /// so that the console pump keeps reading).
     pub async fn relay(&mut self, peer: UnixStream) -> Result<(), ShellError> {
+        // (The caller of an abandoned command was told when it gave up; see `transport`.)
         self.settle().await?;
         let (mut peer_reader, mut peer_writer) = peer.into_split();
         peer_writer.write_all(&std::mem::take(&mut self.hvc0_buf)).await?;

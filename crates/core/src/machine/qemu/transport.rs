@@ -16,7 +16,7 @@ use super::TAIL_LINES;
 use super::channel::Mode;
 use super::frame::{Frame, Framing, Reply};
 use super::lifecycle::{Qemu, Running};
-use super::shell::ShellError;
+use super::shell::{Abandoned, ShellError};
 use crate::log;
 use crate::machine::{Error, ExecuteOptions, Result};
 
@@ -56,22 +56,25 @@ impl Drop for AbandonGuard {
         let running = Arc::clone(&self.running);
         let machine = std::mem::take(&mut self.machine);
         let command = std::mem::take(&mut self.command);
+        // Whichever takes the shell first, this task or the next command, settles the
+        // command and says what became of it.
         runtime.spawn(async move {
             let mut shell = running.shell.lock().await;
-            if !shell.is_pending() {
-                return;
-            }
-            match shell.kill().await {
-                Ok(killed) => log::log(
-                    Some(&machine),
-                    &format!("`{command}` was interrupted: killed {} process(es) in the guest", killed.processes),
-                ),
+            match shell.settle().await {
+                Ok(abandoned) => log_abandoned(&machine, abandoned),
                 Err(e) => log::warning(
                     Some(&machine),
                     &format!("`{command}` was interrupted, but killing it in the guest failed: {}", error_chain(&e)),
                 ),
             }
         });
+    }
+}
+
+/// Log what became of a command whose caller gave up on it.
+fn log_abandoned(machine: &str, abandoned: Option<Abandoned>) {
+    if let Some(Abandoned { command, processes }) = abandoned {
+        log::log(Some(machine), &format!("`{command}` was interrupted: killed {processes} process(es) in the guest"));
     }
 }
 
@@ -135,7 +138,8 @@ impl Qemu {
                 // Sending may first settle the reply an earlier command still owes, so the
                 // timeout and the fault watch cover it too.
                 let exchange = async {
-                    shell.send(&frame, options.check_output).await?;
+                    let waited_for = options.check_output.then(|| command.to_owned());
+                    log_abandoned(name, shell.send(&frame, waited_for).await?);
                     if !options.check_output {
                         return Ok(None);
                     }
