@@ -72,27 +72,49 @@ impl Mode {
 
 /// The helper serving the control port, run by `sh -c` with `$1` the output port and `$2`
 /// this connection's epoch. It announces itself (`R <epoch>`), then for each `k <epoch> <n>`
-/// kills every child of the backdoor shell but itself, with its process group (the backdoor
-/// runs `set -m`, so each command is a group of its own), then every process still holding
-/// the output port (a daemon that left the group but kept the command's stdout), and answers
-/// `K <n> <count>` with how many it killed. A request from another epoch (sent to an earlier
-/// boot's helper and never read) is ignored. `kill -KILL -PGID` is the one spelling of a group
-/// kill that dash, bash and busybox all take (dash rejects `--` and `-s KILL` before a
-/// negative pid). The backdoor shell itself is spared: it holds the
-/// port only for the instant it writes a marker.
+/// kills the command's whole process tree: every descendant of the backdoor shell but itself,
+/// each stopped before its children are listed so that nothing forks behind its back (a child
+/// whose parent died first would leave the tree), and the process group of each of the
+/// shell's children (the backdoor runs `set -m`, so a command is a group of its own, which
+/// also holds what a command double-forked). Then every process still holding the output
+/// port (a daemon that left the group but kept the command's stdout). It answers
+/// `K <n> <count>` with how many processes it killed. A request from another epoch (sent to
+/// an earlier boot's helper and never read) is ignored. The backdoor shell itself is spared:
+/// it holds the port only for the instant it writes a marker. `kill -KILL -PGID` is the one
+/// spelling of a group kill that dash, bash and busybox all take (dash rejects `--` and
+/// `-s KILL` before a negative pid).
 const KILL_HELPER: &str = r#"
 printf "R %s\n" "$2"
 while read -r r e n; do
   [ "$r $e" = "k $2" ] || continue
   c=0
+  q=
   for t in /proc/$PPID/task/*/children; do
     l=
     read -r l <"$t" 2>/dev/null
-    for p in $l; do
+    q="$q $l"
+  done
+  g=$q
+  a=
+  while [ -n "$q" ]; do
+    m=
+    for p in $q; do
       [ "$p" = $$ ] && continue
-      kill -KILL "-$p" 2>/dev/null
-      kill -KILL "$p" 2>/dev/null && c=$((c+1))
+      kill -STOP "$p" 2>/dev/null || continue
+      a="$a $p"
+      for t in /proc/$p/task/*/children; do
+        l=
+        read -r l <"$t" 2>/dev/null
+        m="$m $l"
+      done
     done
+    q=$m
+  done
+  for p in $g; do
+    [ "$p" = $$ ] || kill -KILL "-$p" 2>/dev/null
+  done
+  for p in $a; do
+    kill -KILL "$p" 2>/dev/null && c=$((c+1))
   done
   for f in /proc/[0-9]*/fd/*; do
     [ "$f" -ef "$1" ] || continue
@@ -239,12 +261,13 @@ mod tests {
             nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
         }
         // The "backdoor": starts a command group and an escaped holder of the port, then the
-        // helper reading requests from one fifo and answering on the other. The sleeps' lengths
+        // helper reading requests from one fifo and answering on the other. In the command, a
+        // job of its own (a group the command's group kill misses). The sleeps' lengths
         // are unique to this test process, so that nothing else's sleepers are counted.
         let base = 1_000_000 + u64::from(std::process::id()) * 3;
         let backdoor = format!(
             "set -m\n\
-             ( sleep {base} & sleep {b1} ) &\n\
+             ( set -m; sleep {base} & sleep {b1} ) &\n\
              setsid sh -c 'exec sleep {b2}' >>{port} &\n\
              sh -c '{KILL_HELPER}\n' ntd-ctl {port} e1 <{fifo_in} >{fifo_out} &\n\
              wait\n",
