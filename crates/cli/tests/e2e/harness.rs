@@ -75,6 +75,11 @@ impl Scenario {
         script
     }
 
+    /// Pass a start script written some other way to the driver.
+    pub fn pass_start_script(&mut self, script: PathBuf) {
+        self.dir.pass_start_script(script);
+    }
+
     /// Write start scripts for machines on VLANs, numbered and named as NixOS's network.nix
     /// does it: node numbers in name order, every node in every /etc/hosts by the address on
     /// its first VLAN. The VLANs are passed to the driver.

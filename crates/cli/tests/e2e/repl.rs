@@ -63,6 +63,21 @@ fn repl_session(prompt: Prompt) {
     tmux.type_line("machine.succeed('echo still ' + 'alive')");
     tmux.wait_for("'still alive\\n'", Duration::from_secs(30));
 
+    // Ctrl-C stops a command in the guest too: the shell answers at once and the command is
+    // gone from the guest's process table.
+    tmux.type_line("machine.succeed('sleep 600; echo never' + 'printed')");
+    tmux.wait_for("must succeed: sleep 600", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    tmux.send(&["C-c"]);
+    tmux.wait_for("was interrupted: killed", Duration::from_secs(10));
+    tmux.type_line(
+        "import time; t = time.monotonic(); machine.succeed('true'); print('answered in', 'under a second' if \
+         time.monotonic() - t < 1 else 'too long'); print('sleepers:', machine.succeed('ps').count('sleep 600'))",
+    );
+    tmux.wait_for("sleepers: 0", Duration::from_secs(30));
+    assert!(tmux.screen().contains("answered in under a second"), "{}", tmux.screen());
+    assert!(!tmux.screen().contains("'neverprinted\\n'"), "{}", tmux.screen());
+
     // test_script() runs the test script in the session.
     tmux.type_line("test_script()");
     tmux.wait_for("the test script ran", Duration::from_secs(30));

@@ -29,7 +29,8 @@
 //! Without the output port the reply comes on the console, which may drop bytes. There the
 //! output is buffered in a guest file until its stdout closes, then printed with its POSIX
 //! `cksum` (CRC and length) in the status line, so a reply that lost or changed a byte is an
-//! error, never a result:
+//! error, never a result (a guest without `cksum`, like Debian's busybox, sends the length
+//! alone, which catches what a full socket drops):
 //!
 //! ```text
 //! { ( eval '…' ) </dev/null; echo $? >"$__ntd_t.s"; } | cat >"$__ntd_t" && … cat "$__ntd_t"
@@ -64,14 +65,15 @@ pub enum ReplyError {
     Malformed(String),
     /// The console framing's checksum does not match what arrived.
     #[error(
-        "bytes were lost: the guest sent {sent} bytes of output (CRC {sent_crc}), {received} arrived (CRC {received_crc}); \
-         the console drops what the driver cannot read in time, and this guest has no org.nixos.ntd.out port to carry output losslessly"
+        "bytes were lost: the guest sent {sent} bytes of output, {received} arrived{}; the console drops what the \
+         driver cannot read in time, and this guest has no org.nixos.ntd.out port to carry output losslessly",
+        crc_note(*sent, *sent_crc, *received, *received_crc)
     )]
     BytesLost {
         /// The length the guest counted.
         sent: u64,
-        /// The guest's checksum.
-        sent_crc: u32,
+        /// The guest's checksum (`None` where the guest has no `cksum`: busybox without it).
+        sent_crc: Option<u32>,
         /// What arrived.
         received: u64,
         /// Its checksum.
@@ -80,6 +82,14 @@ pub enum ReplyError {
     /// The console framing could not buffer the output in the guest.
     #[error("the guest could not buffer the command's output in /tmp (is it full or read-only?)")]
     NotBuffered,
+}
+
+/// Where the lengths agree, the checksums did not.
+fn crc_note(sent: u64, sent_crc: Option<u32>, received: u64, received_crc: u32) -> String {
+    match sent_crc {
+        Some(sent_crc) if sent == received => format!(" with CRC {received_crc} instead of the guest's {sent_crc}"),
+        _ => String::new(),
+    }
 }
 
 /// One framed command, ready to write to the shell.
@@ -166,7 +176,7 @@ impl Frame {
                 let _ = writeln!(
                     line,
                     "{{ {run}; echo $? >\"$__ntd_t.s\"; }} | cat >\"$__ntd_t\" && read -r __ntd_s <\"$__ntd_t.s\" \
-                     && set -- $(cksum <\"$__ntd_t\") && cat \"$__ntd_t\" \
+                     && set -- $(cksum <\"$__ntd_t\" 2>/dev/null || echo - $(wc -c <\"$__ntd_t\")) && cat \"$__ntd_t\" \
                      && printf '\\n%s %d %s %s\\n' {nonce_text} \"$__ntd_s\" \"$1\" \"$2\" \
                      || printf '\\n%s E\\n' {nonce_text}; rm -f \"$__ntd_t\" \"$__ntd_t.s\""
                 );
@@ -340,12 +350,20 @@ fn check_console_status(text: &str, output: &[u8]) -> Result<Option<i32>, ReplyE
     let (Some(status), Some(crc), Some(len), None) = (words.next(), words.next(), words.next(), words.next()) else {
         return Ok(None);
     };
-    let (Ok(status), Ok(sent_crc), Ok(sent)) = (status.parse::<i32>(), crc.parse::<u32>(), len.parse::<u64>()) else {
+    // `-`: the guest has no `cksum` (a busybox built without it); the length still counts.
+    let sent_crc = match crc {
+        "-" => None,
+        crc => match crc.parse::<u32>() {
+            Ok(crc) => Some(crc),
+            Err(_) => return Ok(None),
+        },
+    };
+    let (Ok(status), Ok(sent)) = (status.parse::<i32>(), len.parse::<u64>()) else {
         return Ok(None);
     };
     let received_crc = posix_cksum(output);
     let received = output.len() as u64;
-    if (sent, sent_crc) != (received, received_crc) {
+    if sent != received || sent_crc.is_some_and(|sent_crc| sent_crc != received_crc) {
         return Err(ReplyError::BytesLost { sent, sent_crc, received, received_crc });
     }
     Ok(Some(status))
@@ -422,6 +440,18 @@ mod tests {
         assert_eq!(frame.decoder().push(unbuffered.as_bytes()), Err(ReplyError::NotBuffered));
         let short = format!("\n{} 0 12\n", nonce_of(&frame));
         assert!(matches!(frame.decoder().push(short.as_bytes()), Err(ReplyError::Malformed(_))));
+        // A guest without `cksum` sends `-` and the length: the length is still checked.
+        let nonce = nonce_of(&frame);
+        let whole = format!("abc\n{nonce} 0 - 3\n");
+        let (reply, _) = frame.decoder().push(whole.as_bytes()).expect("ok").expect("complete");
+        assert_eq!(reply, Reply { status: 0, output: b"abc".to_vec() });
+        let lost = format!("ab\n{nonce} 0 - 3\n");
+        let error = frame.decoder().push(lost.as_bytes()).expect_err("a lost byte");
+        assert_eq!(
+            error.to_string(),
+            "bytes were lost: the guest sent 3 bytes of output, 2 arrived; the console drops what the driver cannot \
+             read in time, and this guest has no org.nixos.ntd.out port to carry output losslessly"
+        );
     }
 
     #[test]
