@@ -363,7 +363,9 @@ class Driver:
 
     def _set_host_side_waits(self, enable: bool) -> None:
         # An interactive session keeps them on: a wait interrupted by Ctrl-C must not leave a
-        # loop running in the guest that the next command would have to wait for.
+        # loop running in the guest that the next command would have to wait for. (Where the
+        # guest has ntd's control port the loop is killed anyway; a guest without the ports,
+        # on the console fallback, cannot kill it.)
         for machine in self.machines:
             machine._set_host_side_waits(enable or self._interactive)
 
