@@ -130,6 +130,23 @@ results["boot_to_multi_user_s"] = time.monotonic() - start
 
 for _ in range(REPS * 4):
     timed("channel floor: one echo line", "ntd", lambda: machine._exchange_raw_line("echo x\n"))
+# What a command costs the guest, without the driver's framing and logging: the subshell with
+# its status on the console (the console fallback's floor), and the same with stdout on the
+# output port and the port reopened once, as for the end marker (the port framing's floor).
+for _ in range(REPS * 4):
+    timed(
+        "guest floor: subshell, status on the console",
+        "ntd",
+        lambda: machine._exchange_raw_line("( eval 'set -euo pipefail; true' ) </dev/null; echo $?\n"),
+    )
+    timed(
+        "guest floor: subshell on the output port, port reopened",
+        "ntd",
+        lambda: machine._exchange_raw_line(
+            "( eval 'set -euo pipefail; true' ) </dev/null >\"$__ntd_out\"; __ntd_s=$?; "
+            ": >\"$__ntd_out\"; echo $__ntd_s\n"
+        ),
+    )
 for _ in range(REPS * 4):
     timed('succeed("true")', "ntd", lambda: machine.succeed("true"))
     timed('succeed("true")', "baseline", lambda: upstream_execute("true"))

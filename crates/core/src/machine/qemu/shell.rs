@@ -507,3 +507,51 @@ fn read_now(stream: &UnixStream) -> Vec<u8> {
 fn drain_now(stream: &UnixStream) {
     drop(read_now(stream));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A real bash as the backdoor, on one end of a socket pair (no ports: the console
+    /// framing), driven through the marker, the setup and a few commands.
+    #[tokio::test]
+    async fn a_real_shell_on_the_console_framing() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        let theirs: OwnedFd = theirs.into();
+        let mut backdoor = Command::new("bash")
+            .args(["--norc", "-c", "echo 'Spawning backdoor root shell...'; exec bash --norc"])
+            .stdin(theirs.try_clone().expect("dup"))
+            .stdout(theirs)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bash");
+        ours.set_nonblocking(true).expect("non-blocking");
+        let mut shell = Shell::new(UnixStream::from_std(ours).expect("tokio stream"), None, None);
+        shell.wait_for_marker(|_| {}).await.expect("marker");
+        assert_eq!(shell.set_up().await.expect("setup"), Mode::Console);
+
+        let mut run = async |command: &str, timeout: Option<Duration>| {
+            let frame = Frame::new(command, Framing::Console, timeout, None).expect("frame");
+            shell.send(&frame, None).await.expect("send");
+            let reply = shell.receive(|| {}).await.expect("reply");
+            (reply.status, reply.output)
+        };
+        assert_eq!(run(r"printf 'a\000b\377'; exit 3", None).await, (3, b"a\0b\xff".to_vec()));
+        assert_eq!(run("cd /; X=1", None).await, (0, Vec::new()));
+        // `cd` and variables stay in the command's subshell.
+        let mut expected = std::env::current_dir().expect("cwd").into_os_string().into_encoded_bytes();
+        expected.extend_from_slice(b"\nunset\n");
+        assert_eq!(run("pwd; echo ${X:-unset}", None).await, (0, expected));
+        assert_eq!(run("echo 'unbalanced", None).await.0, 2);
+        // Output ends at the end of stdout: a background job's output is part of it.
+        assert_eq!(run("(echo ONE; sleep 0.5; echo TWO) &", None).await, (0, b"ONE\nTWO\n".to_vec()));
+        assert_eq!(run("sleep 10", Some(Duration::from_millis(300))).await.0, 124);
+        assert_eq!(shell.exchange_line(b"echo raw\n").await.expect("raw"), b"raw");
+        drop(shell);
+        let _ = backdoor.kill();
+        let _ = backdoor.wait();
+    }
+}
