@@ -28,11 +28,20 @@ def answer_time(text="after"):
     return time.monotonic() - started
 
 
-def interrupt_in(seconds):
-    """A KeyboardInterrupt in this thread after `seconds`, as Ctrl-C gives one."""
-    timer = threading.Timer(seconds, _thread.interrupt_main)
+def interrupted(call):
+    """Run `call` until a KeyboardInterrupt stops it after 2 s, as Ctrl-C would; check that
+    the shell then answers within a second and return how long it took."""
+    timer = threading.Timer(2, _thread.interrupt_main)
     timer.start()
-    return timer
+    try:
+        call()
+        raise Exception("the call was not interrupted")
+    except KeyboardInterrupt:
+        pass
+    timer.join()
+    took = answer_time()
+    assert took < 1, f"the shell answered after {took:.2f} s"
+    return took
 
 
 with subtest("a stopped driver loses no byte"):
@@ -67,42 +76,18 @@ with subtest("output ends at the end of stdout"):
     machine.succeed(f"kill {pid}")
 
 with subtest("KeyboardInterrupt stops the command in the guest"):
-    timer = interrupt_in(2)
-    try:
-        machine.succeed("sleep 601")
-        raise Exception("the command was not interrupted")
-    except KeyboardInterrupt:
-        pass
-    timer.join()
-    took = answer_time()
-    assert took < 1, f"the shell answered after {took:.2f} s"
+    took = interrupted(lambda: machine.succeed("sleep 601"))
     assert "sleep 601" not in processes(), processes()
     print(f"channel: answer after KeyboardInterrupt: {took * 1000:.0f} ms")
 
 with subtest("KeyboardInterrupt stops the command tree and what holds its output"):
-    timer = interrupt_in(2)
-    try:
-        # A pipeline, a background job of the command and a daemon that left its session.
-        machine.succeed("sleep 602 | sleep 603 & setsid sleep 604 & sleep 605")
-        raise Exception("the command was not interrupted")
-    except KeyboardInterrupt:
-        pass
-    timer.join()
-    took = answer_time()
-    assert took < 1, f"the shell answered after {took:.2f} s"
+    # A pipeline, a background job of the command and a daemon that left its session.
+    interrupted(lambda: machine.succeed("sleep 602 | sleep 603 & setsid sleep 604 & sleep 605"))
     left = [p for p in processes().splitlines() if any(f"sleep 60{i}" in p for i in range(2, 6))]
     assert left == [], left
 
 with subtest("an interrupted wait stops its loop in the guest"):
-    timer = interrupt_in(2)
-    try:
-        machine.wait_for_file("/tmp/never-there-1")
-        raise Exception("the wait was not interrupted")
-    except KeyboardInterrupt:
-        pass
-    timer.join()
-    took = answer_time()
-    assert took < 1, f"the shell answered after {took:.2f} s"
+    interrupted(lambda: machine.wait_for_file("/tmp/never-there-1"))
     assert "never-there-1" not in processes(), processes()
 
 with subtest("a timeout stops the command in the guest"):

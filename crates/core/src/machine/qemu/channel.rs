@@ -76,7 +76,9 @@ impl Mode {
 /// each stopped before its children are listed so that nothing forks behind its back (a child
 /// whose parent died first would leave the tree), and the process group of each of the
 /// shell's children (the backdoor runs `set -m`, so a command is a group of its own, which
-/// also holds what a command double-forked). Then every process still holding the output
+/// also holds what a command double-forked, and what the command's own process forks while
+/// the tree is walked). The shell's own children are never stopped: a shell with job control
+/// would take the stop for the end of the command and print its marker with status 147. Then every process still holding the output
 /// port (a daemon that left the group but kept the command's stdout). It answers
 /// `K <n> <count>` with how many processes it killed. A request from another epoch (sent to
 /// an earlier boot's helper and never read) is ignored. The backdoor shell itself is spared:
@@ -88,18 +90,25 @@ printf "R %s\n" "$2"
 while read -r r e n; do
   [ "$r $e" = "k $2" ] || continue
   c=0
-  q=
+  g=
   for t in /proc/$PPID/task/*/children; do
     l=
     read -r l <"$t" 2>/dev/null
-    q="$q $l"
+    g="$g $l"
   done
-  g=$q
+  q=
+  for p in $g; do
+    [ "$p" = $$ ] && continue
+    for t in /proc/$p/task/*/children; do
+      l=
+      read -r l <"$t" 2>/dev/null
+      q="$q $l"
+    done
+  done
   a=
   while [ -n "$q" ]; do
     m=
     for p in $q; do
-      [ "$p" = $$ ] && continue
       kill -STOP "$p" 2>/dev/null || continue
       a="$a $p"
       for t in /proc/$p/task/*/children; do
@@ -111,7 +120,9 @@ while read -r r e n; do
     q=$m
   done
   for p in $g; do
-    [ "$p" = $$ ] || kill -KILL "-$p" 2>/dev/null
+    [ "$p" = $$ ] && continue
+    kill -KILL "-$p" 2>/dev/null
+    kill -KILL "$p" 2>/dev/null && c=$((c+1))
   done
   for p in $a; do
     kill -KILL "$p" 2>/dev/null && c=$((c+1))
@@ -261,16 +272,18 @@ mod tests {
             nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
         }
         // The "backdoor": starts a command group and an escaped holder of the port, then the
-        // helper reading requests from one fifo and answering on the other. In the command, a
-        // job of its own (a group the command's group kill misses). The sleeps' lengths
+        // helper reading requests from one fifo and answering on the other, then the command in
+        // the foreground, with a job of its own (a group the command's group kill misses). The sleeps' lengths
         // are unique to this test process, so that nothing else's sleepers are counted.
         let base = 1_000_000 + u64::from(std::process::id()) * 3;
         let backdoor = format!(
             "set -m\n\
-             ( set -m; sleep {base} & sleep {b1} ) &\n\
              setsid sh -c 'exec sleep {b2}' >>{port} &\n\
              sh -c '{KILL_HELPER}\n' ntd-ctl {port} e1 <{fifo_in} >{fifo_out} &\n\
+             ( set -m; sleep {base} & sleep {b1}; true )\n\
+             echo $? >{status}\n\
              wait\n",
+            status = dir.path().join("status").display(),
             b1 = base + 1,
             b2 = base + 2,
             port = port.display(),
@@ -304,6 +317,16 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert_eq!(sleepers(), 0, "every sleeper is gone");
+        // The backdoor saw its command killed, not stopped (a stop would end the job at once).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let status = loop {
+            match std::fs::read_to_string(dir.path().join("status")) {
+                Ok(status) if status.ends_with('\n') => break status,
+                _ if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+                other => panic!("the command's status: {other:?}"),
+            }
+        };
+        assert_eq!(status.trim(), "137", "the command's status");
         // The shell survives; closing the requests ends the helper and then the shell.
         drop(requests);
         let status = shell.wait().expect("wait");
