@@ -78,7 +78,9 @@ impl Mode {
 /// shell's children (the backdoor runs `set -m`, so a command is a group of its own, which
 /// also holds what a command double-forked, and what the command's own process forks while
 /// the tree is walked). The shell's own children are never stopped: a shell with job control
-/// would take the stop for the end of the command and print its marker with status 147. Then every process still holding the output
+/// would take the stop for the end of the command and print its marker with status 147. A
+/// child of the shell counts once, by its group kill or else by its pid: after the group
+/// kill the shell may reap it before a second `kill` could reach it. Then every process still holding the output
 /// port (a daemon that left the group but kept the command's stdout). It answers
 /// `K <n> <count>` with how many processes it killed. A request from another epoch (sent to
 /// an earlier boot's helper and never read) is ignored. The backdoor shell itself is spared:
@@ -121,8 +123,7 @@ while read -r r e n; do
   done
   for p in $g; do
     [ "$p" = $$ ] && continue
-    kill -KILL "-$p" 2>/dev/null
-    kill -KILL "$p" 2>/dev/null && c=$((c+1))
+    { kill -KILL "-$p" || kill -KILL "$p"; } 2>/dev/null && c=$((c+1))
   done
   for p in $a; do
     kill -KILL "$p" 2>/dev/null && c=$((c+1))
