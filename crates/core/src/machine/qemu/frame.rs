@@ -48,6 +48,9 @@ use crate::machine::NulInCommand;
 use crate::machine::quote::shell_quote;
 
 /// Which way the reply comes back (see the module documentation).
+///
+/// In both, the command's pipeline stands on its own, never on the left of `&&` or `||`:
+/// there bash ignores `set -e`, in subshells too, and `echo a; false; echo b` would go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     /// Through the output port: the status line is `<status>`.
@@ -175,10 +178,11 @@ impl Frame {
             Framing::Console => {
                 let _ = writeln!(
                     line,
-                    "{{ {run}; echo $? >\"$__ntd_t.s\"; }} | cat >\"$__ntd_t\" && read -r __ntd_s <\"$__ntd_t.s\" \
-                     && set -- $(cksum <\"$__ntd_t\" 2>/dev/null || echo - $(wc -c <\"$__ntd_t\")) && cat \"$__ntd_t\" \
-                     && printf '\\n%s %d %s %s\\n' {nonce_text} \"$__ntd_s\" \"$1\" \"$2\" \
-                     || printf '\\n%s E\\n' {nonce_text}; rm -f \"$__ntd_t\" \"$__ntd_t.s\""
+                    "{{ {run}; echo $? >\"$__ntd_t.s\"; }} | cat >\"$__ntd_t\"; \
+                     if [ $? = 0 ] && read -r __ntd_s <\"$__ntd_t.s\" \
+                     && set -- $(cksum <\"$__ntd_t\" 2>/dev/null || echo - $(wc -c <\"$__ntd_t\")) && cat \"$__ntd_t\"; \
+                     then printf '\\n%s %d %s %s\\n' {nonce_text} \"$__ntd_s\" \"$1\" \"$2\"; \
+                     else printf '\\n%s E\\n' {nonce_text}; fi; rm -f \"$__ntd_t\" \"$__ntd_t.s\""
                 );
             }
         }

@@ -191,7 +191,7 @@ impl Shell {
         self.mode
     }
 
-    /// Wait for the next chunk from hvc0 and append it to the buffer; returns its length.
+    /// Wait for the next chunk from hvc0, append it to the buffer and return it.
     async fn more_hvc0(&mut self) -> Result<Vec<u8>, ShellError> {
         match self.hvc0_chunks.recv().await {
             Some(chunk) => {
@@ -290,11 +290,10 @@ impl Shell {
         stray
     }
 
-    /// Send a framed command. Its reply must be read with [`Shell::receive`]; otherwise it is
-    /// settled before the next exchange: read to its end, or, with `kill_if_abandoned` and a
-    /// kill helper, killed and then read.
     /// Send `frame`, after settling what an earlier command owes (returned when that meant
-    /// killing it). `kill_if_abandoned`: the command, if its caller waits for it.
+    /// killing it). Its reply must be read with [`Shell::receive`]; otherwise it is settled
+    /// before the next exchange: read to its end, or, when `kill_if_abandoned` names the
+    /// command (its caller waits for it) and the guest has a kill helper, killed and then read.
     pub async fn send(
         &mut self,
         frame: &Frame,
@@ -540,6 +539,9 @@ mod tests {
             (reply.status, reply.output)
         };
         assert_eq!(run(r"printf 'a\000b\377'; exit 3", None).await, (3, b"a\0b\xff".to_vec()));
+        assert_eq!(run(r"printf 'a\nb'", None).await, (0, b"a\nb".to_vec()));
+        assert_eq!(run("echo hi; false; echo no", None).await, (1, b"hi\n".to_vec()));
+        assert_eq!(run("exit 7", None).await, (7, Vec::new()));
         assert_eq!(run("cd /; X=1", None).await, (0, Vec::new()));
         // `cd` and variables stay in the command's subshell.
         let mut expected = std::env::current_dir().expect("cwd").into_os_string().into_encoded_bytes();
@@ -549,7 +551,18 @@ mod tests {
         // Output ends at the end of stdout: a background job's output is part of it.
         assert_eq!(run("(echo ONE; sleep 0.5; echo TWO) &", None).await, (0, b"ONE\nTWO\n".to_vec()));
         assert_eq!(run("sleep 10", Some(Duration::from_millis(300))).await.0, 124);
-        assert_eq!(shell.exchange_line(b"echo raw\n").await.expect("raw"), b"raw");
+        // Unframed lines (the benchmarks' channel floor and upstream's framing): the first line
+        // comes back, a second one printed at once is kept for the next exchange, and framed
+        // commands work after them.
+        assert_eq!(shell.exchange_line(b"echo one; echo two\n").await.expect("line"), b"one");
+        assert_eq!(shell.exchange_line(b"echo three\n").await.expect("line"), b"two");
+        assert_eq!(shell.exchange_line(b"true\n").await.expect("line"), b"three");
+        let long = "x".repeat(300_000);
+        let echoed = shell.exchange_line(format!("echo {long}\n").as_bytes()).await.expect("line");
+        assert_eq!(echoed, long.as_bytes(), "a line longer than one read");
+        let frame = Frame::new("echo framed", Framing::Console, None, None).expect("frame");
+        shell.send(&frame, None).await.expect("send");
+        assert_eq!(shell.receive(|| {}).await.expect("reply").output, b"framed\n");
         drop(shell);
         let _ = backdoor.kill();
         let _ = backdoor.wait();
