@@ -64,7 +64,10 @@ impl Drop for AbandonGuard {
                 Ok(abandoned) => log_abandoned(&machine, abandoned),
                 Err(e) => log::warning(
                     Some(&machine),
-                    &format!("`{command}` was interrupted, but killing it in the guest failed: {}", error_chain(&e)),
+                    &format!(
+                        "`{command}` was interrupted, but killing it in the guest failed: {}",
+                        crate::full_message(&e)
+                    ),
                 ),
             }
         });
@@ -76,17 +79,6 @@ fn log_abandoned(machine: &str, abandoned: Option<Abandoned>) {
     if let Some(Abandoned { command, processes }) = abandoned {
         log::log(Some(machine), &format!("`{command}` was interrupted: killed {processes} process(es) in the guest"));
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl Qemu {
