@@ -74,6 +74,7 @@ fn a_guest_without_the_ports_falls_back_to_the_console() {
          assert hashlib.md5(big.encode()).hexdigest() == machine.succeed('md5sum < /tmp/b64').split()[0]\n\
          assert machine.succeed(\"printf 'a\\\\000b\\\\377c'\") == 'a\\x00b\\ufffdc'\n\
          assert machine.execute('echo partial; exit 7') == (7, 'partial\\n')\n\
+         assert machine.execute('echo a; false; echo b', timeout=None) == (1, 'a\\n')\n\
          assert machine.succeed('(echo ONE; sleep 2; echo TWO) &') == 'ONE\\nTWO\\n'\n\
          assert machine.succeed('sleep 30 >/dev/null 2>&1 & echo started') == 'started\\n'\n\
          import os, subprocess\n\
