@@ -51,8 +51,8 @@ class DriverConfiguration:
 
 
 def load_driver_configuration(path: "str | os.PathLike[str]") -> DriverConfiguration:
-    """Read and check a `driverConfiguration.json` (unknown fields and containers are errors,
-    as for `nixos-test-driver --config`)."""
+    """Read and check a `driverConfiguration.json` as `nixos-test-driver --config` does: keys
+    ntd does not know are ignored with one warning line, containers are an error."""
     raw = _native.load_driver_configuration(path)
     return DriverConfiguration(
         vms={

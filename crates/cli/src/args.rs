@@ -14,11 +14,17 @@ use ntd_core::log::LogLevel;
 /// and a test script as arguments, or in the environment variables startScripts, vmNames,
 /// vmStartScripts, vlans, globalTimeout and testScript) works too.
 #[derive(Debug, Parser)]
-#[command(name = "nixos-test-driver", version, max_term_width = 100)]
+// `infer_long_args`: upstream's argparse takes any unambiguous prefix of a long option
+// (nixpkgs' own junit test passes `--junit=junit.xml`).
+#[command(name = "nixos-test-driver", version, max_term_width = 100, infer_long_args = true)]
 pub struct Args {
     /// The driver configuration file (JSON) runNixOSTest writes.
     #[arg(short = 'c', long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+
+    /// Run this test script instead of the configuration's `test_script`.
+    #[arg(long, value_name = "PATH")]
+    pub test_script: Option<PathBuf>,
 
     /// Re-use the machine state from a previous run instead of wiping it.
     #[arg(short = 'K', long)]
@@ -77,6 +83,11 @@ pub struct Args {
     #[arg(long, value_name = "GLOBAL_TIMEOUT")]
     pub global_timeout: Option<String>,
 
+    /// Print SSH commands for the machines' vsock backdoor, numbered from N + 1 (older nixpkgs
+    /// passes it with its debug hook). Not supported yet: ntd says so and goes on.
+    #[arg(long, value_name = "N")]
+    pub dump_vsocks: Option<u32>,
+
     /// Give up on a machine whose backdoor shell has not connected after this many seconds
     /// (default 300).
     #[arg(long, value_name = "SECONDS")]
@@ -121,6 +132,9 @@ pub struct Resolved {
     pub debug_hook_attach: Option<String>,
     pub log_level: LogLevel,
     pub connect_timeout: Duration,
+    /// What was asked for that ntd cannot honour here: one warning line each, logged when the
+    /// run starts.
+    pub notices: Vec<String>,
 }
 
 /// An argument, or the environment variable upstream takes as its default.
@@ -168,6 +182,13 @@ impl Args {
         };
         let keep_machine_state = self.keep_machine_state || self.keep_vm_state;
 
+        let mut notices = Vec::new();
+        if let Some(offset) = self.dump_vsocks {
+            notices.push(format!(
+                "--dump-vsocks {offset}: ntd has no SSH backdoor over vsock yet, so there are no SSH commands to print; \
+                 the test runs without it"
+            ));
+        }
         let mut spec = match &self.config {
             Some(path) => {
                 let legacy = [
@@ -181,7 +202,16 @@ impl Args {
                 if let Some((flag, _)) = legacy.iter().find(|(_, given)| *given) {
                     return Err(UsageError(format!("--config cannot be combined with {flag}")));
                 }
-                DriverConfiguration::load(path)?.into_spec()
+                let config = DriverConfiguration::load(path)?;
+                notices.extend(config.notices());
+                let mut spec = config.into_spec();
+                if let Some(script) = &self.test_script {
+                    spec.test_script = Some(script.clone());
+                }
+                spec
+            }
+            None if self.test_script.is_some() => {
+                return Err(UsageError("--test-script replaces the test script of --config; give --config too".into()));
             }
             None => self.legacy_spec()?,
         };
@@ -216,6 +246,7 @@ impl Args {
             debug_hook_attach: self.debug_hook_attach.clone(),
             log_level,
             connect_timeout,
+            notices,
         })
     }
 
@@ -246,7 +277,10 @@ impl Args {
                 )));
             }
             (Some(_), None) => return Err(UsageError("--vm-names needs --vm-start-scripts".into())),
-            (None, Some(_)) => return Err(UsageError("--vm-start-scripts needs --vm-names".into())),
+            // As upstream: each name comes from its script (`run-<name>-vm`).
+            (None, Some(scripts)) => {
+                machines.extend(scripts.into_iter().map(|start_command| MachineSpec { name: None, start_command }));
+            }
         }
         let vlans = parse_vlans(&list_or_env(self.vlans.clone(), "vlans").unwrap_or_default())?;
         let global_timeout = match or_env(self.global_timeout.clone(), "globalTimeout") {
@@ -318,6 +352,40 @@ mod tests {
     fn log_level_is_checked() {
         let args = parse(&["--log-level", "loud", "-o", "/tmp", "s.py"]);
         assert!(args.resolve().expect_err("bad level").0.starts_with("invalid log level \"loud\""));
+    }
+
+    #[test]
+    fn unambiguous_prefixes_of_long_options_work_as_with_argparse() {
+        let args = parse(&["--junit=junit.xml", "--log", "debug", "-o", "/tmp", "s.py"]);
+        let resolved = args.resolve().expect("resolves");
+        assert_eq!(resolved.junit_xml, Some(PathBuf::from("/tmp/junit.xml")));
+        assert_eq!(resolved.log_level, LogLevel::Debug);
+        // --keep-machine-state or --keep-vm-state: ambiguous, as for argparse.
+        let error = Args::try_parse_from(["nixos-test-driver", "--keep", "s.py"]).expect_err("ambiguous");
+        assert!(error.to_string().contains("--keep"), "{error}");
+    }
+
+    #[test]
+    fn vm_start_scripts_without_names_take_the_names_from_the_scripts() {
+        let args = parse(&["--vm-start-scripts", "run-a-vm", "run-b-vm", "-o", "/tmp", "s.py"]);
+        let resolved = args.resolve().expect("resolves");
+        let names: Vec<_> = resolved.spec.machines.iter().map(|m| m.name.clone()).collect();
+        assert_eq!(names, [None, None]);
+        assert_eq!(resolved.spec.machines[1].start_command, "run-b-vm");
+    }
+
+    #[test]
+    fn dump_vsocks_is_a_notice_not_an_error() {
+        let args = parse(&["--dump-vsocks", "3", "-o", "/tmp", "s.py"]);
+        let resolved = args.resolve().expect("resolves");
+        assert_eq!(resolved.notices.len(), 1);
+        assert!(resolved.notices[0].starts_with("--dump-vsocks 3: ntd has no SSH backdoor"), "{:?}", resolved.notices);
+    }
+
+    #[test]
+    fn test_script_needs_config() {
+        let args = parse(&["--test-script", "s.py", "-o", "/tmp"]);
+        assert!(args.resolve().expect_err("no config").0.starts_with("--test-script replaces"));
     }
 
     #[test]

@@ -25,7 +25,8 @@ enum Outcome {
     Passed,
     /// Failed, with the exit status (1, or what `sys.exit` asked for).
     Failed(i32),
-    TimedOut,
+    /// Stopped by the global timeout, with the exit status that says so (143, as upstream).
+    TimedOut(i32),
     Interrupted,
     /// Stopped by a signal other than SIGINT (SIGTERM), with the exit status that says so.
     Terminated(i32),
@@ -36,7 +37,7 @@ impl Outcome {
         match self {
             Outcome::Passed => exit::SUCCESS,
             Outcome::Failed(status) => *status,
-            Outcome::TimedOut => exit::TEST_FAILED,
+            Outcome::TimedOut(status) => *status,
             Outcome::Interrupted => exit::INTERRUPTED,
             Outcome::Terminated(status) => *status,
         }
@@ -46,7 +47,7 @@ impl Outcome {
         match self {
             Outcome::Passed => "passed",
             Outcome::Failed(_) => "failed",
-            Outcome::TimedOut => "timed out",
+            Outcome::TimedOut(_) => "timed out",
             Outcome::Interrupted => "interrupted",
             Outcome::Terminated(_) => "terminated",
         }
@@ -68,6 +69,9 @@ pub fn main() -> i32 {
         return exit::USAGE;
     }
     log::set_level(resolved.log_level);
+    for notice in &resolved.notices {
+        log::warning(None, notice);
+    }
     let status = run(resolved);
     outputs::finish();
     status
@@ -195,7 +199,7 @@ fn run_script(
         Some(stop @ Stop::GlobalTimeout(_)) => {
             let _ = py.check_signals();
             log::test_error(&stop.message());
-            return Outcome::TimedOut;
+            return Outcome::TimedOut(stop.exit_status());
         }
         Some(Stop::Signal(_)) | None => {}
     }

@@ -38,6 +38,9 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 fn load_driver_configuration<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let config = ntd_core::config::DriverConfiguration::load(&path).map_err(|e| errors::to_pyerr(py, e.into()))?;
+    for notice in config.notices() {
+        ntd_core::log::warning(None, &notice);
+    }
     let vms = PyDict::new(py);
     for (key, vm) in &config.vms {
         let entry = PyDict::new(py);

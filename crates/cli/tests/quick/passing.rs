@@ -151,6 +151,45 @@ fn a_driver_configuration_runs_as_runnixostest_writes_it() {
     run.assert_stderr_contains("\ntest script finished in ");
 }
 
+/// What nixpkgs may pass that ntd cannot honour yet is one warning line each, and the test runs:
+/// keys of a newer `driverConfiguration.json`, the SSH backdoor, `--dump-vsocks`; and
+/// argparse's abbreviations and `--test-script` work.
+#[test]
+fn what_ntd_cannot_honour_is_one_line_each_and_the_test_runs() {
+    let scenario = Scenario::new();
+    let server = scenario.start_script("server", &[]);
+    let configured = scenario.write("configured-script", "raise Exception('the --test-script was not used')\n");
+    let script = scenario.write("test-script", "print(server.succeed('hostname').strip())\n");
+    let config = serde_json::json!({
+        "containers": {},
+        "enable_ssh_backdoor": true,
+        "global_timeout": 600,
+        "test_script": configured,
+        "vlans": [],
+        "vms": {"server": {"name": "server", "start_script": server, "vsock_cid": 3}},
+        "a_future_key": {"x": 1},
+    });
+    let config = scenario.write("driverConfiguration.json", &config.to_string());
+    let command = scenario.command(&[
+        "--conf",
+        &config.to_string_lossy(),
+        "--test-script",
+        &script.to_string_lossy(),
+        "--dump-vsocks",
+        "3",
+        "--junit=junit.xml",
+    ]);
+    let run = scenario.run_command(command, LIMIT);
+    run.assert_status(0);
+    assert_eq!(run.stdout.lines().last(), Some("server"), "{}", run.stdout);
+    run.assert_stderr_contains("--dump-vsocks 3: ntd has no SSH backdoor over vsock yet");
+    run.assert_stderr_contains(
+        "\ndriver configuration: ignoring keys ntd does not know: `a_future_key`, `vms.server.vsock_cid`\n",
+    );
+    run.assert_stderr_contains("\ndriver configuration: enable_ssh_backdoor is set, but ntd has no SSH backdoor");
+    assert!(scenario.out_dir().join("junit.xml").is_file(), "--junit= wrote no report");
+}
+
 #[test]
 fn the_older_environment_variables_name_machines_and_script() {
     let scenario = Scenario::new();

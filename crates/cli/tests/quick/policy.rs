@@ -48,7 +48,7 @@ fn the_global_timeout_stops_a_command() {
     let (scenario, script) = scenario_running(LONG_COMMAND);
     let start = Instant::now();
     let run = scenario.run(&script, &["--global-timeout", "3"], LIMIT);
-    run.assert_status(1);
+    run.assert_status(143);
     run.assert_stderr_contains("Test will time out and terminate in 3 seconds\n");
     run.assert_stderr_contains("\ntimeout reached; test terminating...\n");
     run.assert_stderr_contains("\n!!! Test \"long\" was interrupted\n");
@@ -63,7 +63,7 @@ fn the_global_timeout_stops_a_command() {
 fn the_global_timeout_interrupts_python_code() {
     let (scenario, script) = scenario_running("    import time\n    time.sleep(30)");
     let run = scenario.run(&script, &["--global-timeout", "2"], LIMIT);
-    run.assert_status(1);
+    run.assert_status(143);
     run.assert_stderr_contains("\ntimeout reached; test terminating...\n");
     run.assert_stderr_contains("\n!!! the test was stopped by its global timeout (2 seconds)\n");
 }

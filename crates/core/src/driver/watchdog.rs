@@ -64,12 +64,14 @@ impl Stop {
         }
     }
 
-    /// The exit status a program reports for a run stopped this way: 1 for a failed test
-    /// (as upstream's timeout), 128 + the signal's number for a signal, as a shell reports it.
+    /// The exit status a program reports for a run stopped this way, as a shell reports it:
+    /// 128 + the signal's number for a signal; 143 (128 + SIGTERM) for the global timeout,
+    /// because upstream's driver ends its run by sending itself SIGTERM; 1 for a failed switch.
     pub fn exit_status(&self) -> i32 {
         match self {
             Stop::Signal(signal) => 128 + *signal as i32,
-            Stop::GlobalTimeout(_) | Stop::SwitchFailed(_) => 1,
+            Stop::GlobalTimeout(_) => 128 + Signal::SIGTERM as i32,
+            Stop::SwitchFailed(_) => 1,
         }
     }
 

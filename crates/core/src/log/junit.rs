@@ -1,11 +1,13 @@
-//! The JUnit report of `--junit-xml`, in the shape of upstream's `test_reporter.py`.
+//! The JUnit report of `--junit-xml`, in the shape upstream's `JunitXMLLogger` (`logger.py`)
+//! writes through the `junit_xml` library.
 //!
-//! One test case per `subtest` (its log lines in `system-out`, its error lines in
-//! `system-err`, a `failure` when it failed) and a last case `main` for the whole script and
-//! what was logged outside any subtest; all in one suite, "NixOS integration test". A case's
-//! time excludes the subtests nested in it, as upstream's does. What goes into a case is what
-//! upstream's `JunitXMLLogger` (`logger.py`) logged: a nested block adds only its message,
-//! with no `finished` line, and machines appear only in serial lines.
+//! One suite, "NixOS integration test". Its own `system-out` holds every line of the run and
+//! its `system-err` every error; then one test case per subtest (in the order they first
+//! started; a name used twice is one case), holding the lines logged while it was the
+//! innermost subtest, and a `failure` when an error was logged there. Only a run without
+//! subtests gets a case `main`, for the whole script. A case's time excludes the subtests
+//! nested in it. What goes into a case is what upstream's logger logs: a nested block adds
+//! only its message, with no `finished` line, and machines appear only in serial lines.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,7 @@ use super::xml::escape;
 #[derive(Debug, Default)]
 struct Case {
     name: String,
-    /// Seconds from the subtest's start to its end (`main`'s are taken when rendering).
+    /// Seconds from the subtest's start to its end (the last run's, for a repeated name).
     seconds: f64,
     /// Seconds spent in the subtests nested in this case, which its own time excludes.
     nested_seconds: f64,
@@ -32,41 +34,45 @@ impl Case {
         Case { name: name.to_owned(), ..Case::default() }
     }
 
-    /// Upstream's `log`: a line of the case's `system-out`.
+    /// Upstream's `log`: a line of `system-out`.
     fn out(&mut self, line: &str) {
         self.stdout.push_str(line);
         self.stdout.push('\n');
     }
 
-    /// Upstream's `error`: a line of the case's `system-err`, which fails the case.
+    /// Upstream's `error`: a line of `system-err`, which fails the case.
     fn err(&mut self, line: &str) {
         self.stderr.push_str(line);
         self.stderr.push('\n');
         self.failed = true;
     }
+
+    /// The case's own time: its subtests' time excluded.
+    fn own_seconds(&self) -> f64 {
+        (self.seconds - self.nested_seconds).max(0.0)
+    }
 }
 
 #[derive(Debug)]
 struct Report {
-    main: Case,
+    /// The whole run: the suite's `system-out`/`system-err`, and `main`'s failure.
+    suite: Case,
     cases: Vec<Case>,
     /// Open subtests, innermost last (indexes into `cases`).
     open: Vec<usize>,
 }
 
 impl Report {
-    fn current(&mut self) -> &mut Case {
-        match self.open.last().and_then(|&index| self.cases.get_mut(index)) {
-            Some(case) => case,
-            None => &mut self.main,
-        }
+    /// The innermost open subtest's case.
+    fn current(&mut self) -> Option<&mut Case> {
+        self.open.last().and_then(|&index| self.cases.get_mut(index))
     }
 }
 
 /// A JUnit report being collected; write it with [`JunitReport::write`].
 #[derive(Debug)]
 pub struct JunitReport {
-    /// When the `main` case started.
+    /// When the run started (`main`'s time).
     started: Instant,
     report: Mutex<Report>,
 }
@@ -74,12 +80,17 @@ pub struct JunitReport {
 /// The `tracing` layer of a [`JunitReport`].
 pub type JunitLayer = SinkLayer<Arc<JunitReport>>;
 
+/// A number of seconds as Python's `str(float)` writes it: `1.5`, `3.0`.
+fn python_float(seconds: f64) -> String {
+    if seconds.fract() == 0.0 && seconds.abs() < 1e16 { format!("{seconds:.1}") } else { seconds.to_string() }
+}
+
 impl JunitReport {
-    /// An empty report; its `main` case starts now.
+    /// An empty report; the run starts now.
     pub fn new() -> Arc<JunitReport> {
         Arc::new(JunitReport {
             started: Instant::now(),
-            report: Mutex::new(Report { main: Case::new("main"), cases: Vec::new(), open: Vec::new() }),
+            report: Mutex::new(Report { suite: Case::new("main"), cases: Vec::new(), open: Vec::new() }),
         })
     }
 
@@ -91,39 +102,47 @@ impl JunitReport {
     /// Render the report as upstream's JUnit XML.
     pub fn render(&self) -> String {
         let report = super::lock(&self.report);
-        let main_seconds = self.started.elapsed().as_secs_f64();
-        let cases: Vec<(&Case, f64)> = report
-            .cases
-            .iter()
-            .map(|c| (c, (c.seconds - c.nested_seconds).max(0.0)))
-            .chain(std::iter::once((&report.main, (main_seconds - report.main.nested_seconds).max(0.0))))
-            .collect();
-        let failures = cases.iter().filter(|(c, _)| c.failed).count();
-        let total: f64 = cases.iter().map(|(_, t)| t).sum();
-        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
+        // (name, seconds, failed, stdout, stderr) of each case.
+        let cases: Vec<(&str, f64, bool, &str, &str)> = if report.cases.is_empty() {
+            let main = &report.suite;
+            vec![("main", self.started.elapsed().as_secs_f64(), main.failed, "", "")]
+        } else {
+            report.cases.iter().map(|c| (c.name.as_str(), c.own_seconds(), c.failed, &*c.stdout, &*c.stderr)).collect()
+        };
+        let failures = cases.iter().filter(|case| case.2).count();
+        let tests = cases.len();
+        let total: f64 = cases.iter().map(|case| case.1).sum();
+        let total = python_float(total);
+        let mut xml = String::from("<?xml version=\"1.0\" ?>\n");
         xml.push_str(&format!(
-            "<testsuites tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"{total:.3}\">\n",
-            n = cases.len()
+            "<testsuites disabled=\"0\" errors=\"0\" failures=\"{failures}\" tests=\"{tests}\" time=\"{total}\">\n"
         ));
         xml.push_str(&format!(
-            "\t<testsuite name=\"NixOS integration test\" tests=\"{n}\" errors=\"0\" failures=\"{failures}\" skipped=\"0\" time=\"{total:.3}\">\n",
-            n = cases.len()
+            "\t<testsuite disabled=\"0\" errors=\"0\" failures=\"{failures}\" name=\"NixOS integration test\" skipped=\"0\" tests=\"{tests}\" time=\"{total}\">\n"
         ));
-        for (case, seconds) in cases {
-            let name = escape(&case.name);
-            if !case.failed && case.stdout.is_empty() && case.stderr.is_empty() {
-                xml.push_str(&format!("\t\t<testcase name=\"{name}\" time=\"{seconds:.3}\"/>\n"));
+        if !report.suite.stdout.is_empty() {
+            xml.push_str(&format!("\t\t<system-out>{}</system-out>\n", escape(&report.suite.stdout)));
+        }
+        if !report.suite.stderr.is_empty() {
+            xml.push_str(&format!("\t\t<system-err>{}</system-err>\n", escape(&report.suite.stderr)));
+        }
+        for (name, seconds, failed, stdout, stderr) in cases {
+            // junit_xml leaves out a zero time.
+            let time = if seconds > 0.0 { format!(" time=\"{seconds:.6}\"") } else { String::new() };
+            let open = format!("\t\t<testcase name=\"{}\"{time}", escape(name));
+            if !failed && stdout.is_empty() && stderr.is_empty() {
+                xml.push_str(&format!("{open}/>\n"));
                 continue;
             }
-            xml.push_str(&format!("\t\t<testcase name=\"{name}\" time=\"{seconds:.3}\">\n"));
-            if case.failed {
-                xml.push_str("\t\t\t<failure message=\"test case failed\"/>\n");
+            xml.push_str(&format!("{open}>\n"));
+            if failed {
+                xml.push_str("\t\t\t<failure type=\"failure\" message=\"test case failed\"/>\n");
             }
-            if !case.stdout.is_empty() {
-                xml.push_str(&format!("\t\t\t<system-out>{}</system-out>\n", escape(&case.stdout)));
+            if !stdout.is_empty() {
+                xml.push_str(&format!("\t\t\t<system-out>{}</system-out>\n", escape(stdout)));
             }
-            if !case.stderr.is_empty() {
-                xml.push_str(&format!("\t\t\t<system-err>{}</system-err>\n", escape(&case.stderr)));
+            if !stderr.is_empty() {
+                xml.push_str(&format!("\t\t\t<system-err>{}</system-err>\n", escape(stderr)));
             }
             xml.push_str("\t\t</testcase>\n");
         }
@@ -146,14 +165,22 @@ impl Sink for JunitReport {
 
     fn line(&self, line: &Line<'_>) {
         let mut report = super::lock(&self.report);
-        let case = report.current();
-        match line.kind {
-            // Upstream's JUnit logger ignores the machine, except in serial lines.
+        // Upstream's JUnit logger ignores the machine, except in serial lines.
+        let (text, error) = match line.kind {
             LineKind::Log | LineKind::Leveled(LogLevel::Debug | LogLevel::Info | LogLevel::Warning) => {
-                case.out(line.message);
+                (line.message.to_owned(), false)
             }
-            LineKind::Serial => case.out(&line.serial_text()),
-            LineKind::Leveled(LogLevel::Error) | LineKind::TestError => case.err(line.message),
+            LineKind::Serial => (line.serial_text(), false),
+            LineKind::Leveled(LogLevel::Error) | LineKind::TestError => (line.message.to_owned(), true),
+        };
+        let Report { suite, .. } = &mut *report;
+        if error {
+            suite.err(&text)
+        } else {
+            suite.out(&text)
+        }
+        if let Some(case) = report.current() {
+            if error { case.err(&text) } else { case.out(&text) }
         }
     }
 
@@ -161,11 +188,20 @@ impl Sink for JunitReport {
         let mut report = super::lock(&self.report);
         let Some(name) = &block.subtest else {
             // Upstream's JUnit logger logs a nested block's message as a line.
-            report.current().out(&block.message);
+            report.suite.out(&block.message);
+            if let Some(case) = report.current() {
+                case.out(&block.message);
+            }
             return None;
         };
-        let index = report.cases.len();
-        report.cases.push(Case::new(name));
+        // A name used again is the same case (upstream keys its cases by name).
+        let index = match report.cases.iter().position(|case| case.name == *name) {
+            Some(index) => index,
+            None => {
+                report.cases.push(Case::new(name));
+                report.cases.len() - 1
+            }
+        };
         report.open.push(index);
         Some(index)
     }
@@ -177,9 +213,13 @@ impl Sink for JunitReport {
         if let Some(case) = report.cases.get_mut(index) {
             case.seconds = seconds;
         }
-        // By index, not by popping: async code may end subtests out of order.
-        report.open.retain(|&open| open != index);
-        report.current().nested_seconds += seconds;
+        // By position from the end, not by popping: async code may end subtests out of order.
+        if let Some(at) = report.open.iter().rposition(|&open| open == index) {
+            report.open.remove(at);
+        }
+        if let Some(parent) = report.current() {
+            parent.nested_seconds += seconds;
+        }
     }
 }
 
@@ -189,7 +229,7 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     #[test]
-    fn subtests_become_cases_and_main_comes_last() {
+    fn subtests_become_cases_after_the_suites_own_output() {
         let _settings = crate::log::testing::defaults();
         let report = JunitReport::new();
         let subscriber = tracing_subscriber::registry().with(report.layer());
@@ -207,18 +247,60 @@ mod tests {
             }
         });
         let xml = report.render();
-        let expected_start = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuites tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"0\" time=\"";
-        assert!(xml.starts_with(expected_start), "{xml}");
-        assert!(xml.contains("\t<testsuite name=\"NixOS integration test\" tests=\"3\" errors=\"0\" failures=\"1\" skipped=\"0\" time=\""), "{xml}");
-        assert!(xml.contains("\t\t<testcase name=\"my subtest\" time=\""), "{xml}");
+        assert!(
+            xml.starts_with(
+                "<?xml version=\"1.0\" ?>\n<testsuites disabled=\"0\" errors=\"0\" failures=\"1\" tests=\"2\" time=\""
+            ),
+            "{xml}"
+        );
+        assert!(xml.contains("\t<testsuite disabled=\"0\" errors=\"0\" failures=\"1\" name=\"NixOS integration test\" skipped=\"0\" tests=\"2\" time=\""), "{xml}");
+        // The suite's own output: every line, subtests' included, before the cases.
+        assert!(xml.contains("\t\t<system-out>before any subtest\nSubtest log\nSome output\n</system-out>\n\t\t<system-err>Error occurred\n</system-err>\n\t\t<testcase name=\"my subtest\""), "{xml}");
         assert!(xml.contains("\t\t\t<system-out>Subtest log\n</system-out>\n"), "{xml}");
-        assert!(xml.contains("\t\t<testcase name=\"failing &lt;subtest&gt;\" time=\""), "{xml}");
-        assert!(xml.contains("\t\t\t<failure message=\"test case failed\"/>\n\t\t\t<system-out>Some output\n</system-out>\n\t\t\t<system-err>Error occurred\n</system-err>\n"), "{xml}");
-        assert!(xml.contains("\t\t<testcase name=\"main\" time=\""), "{xml}");
-        assert!(xml.contains("<system-out>before any subtest\n</system-out>"), "{xml}");
+        assert!(xml.contains("\t\t<testcase name=\"failing &lt;subtest&gt;\""), "{xml}");
+        assert!(xml.contains("\t\t\t<failure type=\"failure\" message=\"test case failed\"/>\n\t\t\t<system-out>Some output\n</system-out>\n\t\t\t<system-err>Error occurred\n</system-err>\n"), "{xml}");
+        // With subtests there is no `main` case (nixpkgs' junit check counts 2 cases here).
+        assert!(!xml.contains("name=\"main\""), "{xml}");
         assert!(xml.ends_with("\t</testsuite>\n</testsuites>\n"), "{xml}");
-        let main_at = xml.find("name=\"main\"").expect("main case");
-        assert!(main_at > xml.find("name=\"my subtest\"").expect("subtest case"));
+    }
+
+    #[test]
+    fn a_run_without_subtests_is_one_case_main_failed_by_its_errors() {
+        let _settings = crate::log::testing::defaults();
+        let report = JunitReport::new();
+        let subscriber = tracing_subscriber::registry().with(report.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            crate::log::log(None, "a line");
+            crate::log::test_error("it broke");
+        });
+        let xml = report.render();
+        assert!(xml.contains("tests=\"1\""), "{xml}");
+        assert!(
+            xml.contains("\t\t<system-out>a line\n</system-out>\n\t\t<system-err>it broke\n</system-err>\n"),
+            "{xml}"
+        );
+        assert!(xml.contains("\t\t<testcase name=\"main\" time=\""), "{xml}");
+        assert!(
+            xml.contains("\t\t\t<failure type=\"failure\" message=\"test case failed\"/>\n\t\t</testcase>\n"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn a_repeated_subtest_name_is_one_case() {
+        let _settings = crate::log::testing::defaults();
+        let report = JunitReport::new();
+        let subscriber = tracing_subscriber::registry().with(report.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            for round in ["first", "second"] {
+                let _block = crate::log::subtest_block("again").entered();
+                crate::log::log(None, round);
+            }
+        });
+        let xml = report.render();
+        assert_eq!(xml.matches("<testcase name=\"again\"").count(), 1, "{xml}");
+        assert!(xml.contains("\t\t\t<system-out>first\nsecond\n</system-out>\n"), "{xml}");
+        assert!(xml.contains(" tests=\"1\" "), "{xml}");
     }
 
     /// The `time` of case `name` in `xml`.
@@ -241,10 +323,9 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(200));
         });
         let xml = report.render();
-        let (inner, outer, main) = (case_time(&xml, "inner"), case_time(&xml, "outer"), case_time(&xml, "main"));
+        let (inner, outer) = (case_time(&xml, "inner"), case_time(&xml, "outer"));
         assert!(inner >= 0.2, "{xml}");
-        // Counting the inner subtest would give the outer one at least 0.22 s, and main as much.
+        // Counting the inner subtest would give the outer one at least 0.22 s.
         assert!((0.02..0.2).contains(&outer), "{xml}");
-        assert!(main < 0.2, "{xml}");
     }
 }

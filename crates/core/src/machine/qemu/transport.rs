@@ -142,7 +142,10 @@ impl Qemu {
                         log::warning(
                             Some(name),
                             &format!(
-                                "`{command}` has exited, but its stdout is still open after 10 seconds: a process it \
+                                // Upstream's words up to "stdout" (nixpkgs' `succeed-stdout-warning`
+                                // check looks for them).
+                                "Command '{command}' for the test script has exited, but not closed stdout after 10 \
+                                 seconds: a process it \
                                  started holds it, and the output ends when that process closes it (redirect the \
                                  process's output, e.g. `daemon >/dev/null 2>&1 &`, to return at once)"
                             ),
