@@ -32,6 +32,9 @@ let
     qemu_pkg = pkgs.qemu;
     enableNspawn = false;
   };
+  # The tools the wrappers put on PATH, in order.
+  toolNames = drv: map (tool: tool.name) drv.passthru.runtimeTools;
+  onPath = drv: hasInfix "--prefix PATH : ${lib.makeBinPath drv.passthru.runtimeTools} " drv.postInstall;
   cargoVersion = (builtins.fromTOML (builtins.readFile (repo + "/Cargo.toml"))).workspace.package.version;
 
   # --- the overlay --------------------------------------------------------------------------
@@ -153,12 +156,31 @@ let
     "package: crates from Cargo.lock" = ntd.cargoDeps.cargoLock == repo + "/Cargo.lock";
     "package: both binaries installed" =
       hasInfix "$out/bin/nixos-test-driver" ntd.postInstall && hasInfix "$out/bin/generate-driver-symbols" ntd.postInstall;
-    "package: QEMU, vde2 and socat on PATH, no tesseract by default" =
-      hasInfix "/stub/qemu_test/bin" ntd.postInstall && hasInfix "/stub/vde2/bin" ntd.postInstall
-      && hasInfix "/stub/socat/bin" ntd.postInstall && !(hasInfix "tesseract" ntd.postInstall);
+    "package: on PATH as upstream's: QEMU, vde2, socat, coreutils, util-linux, netpbm; no OCR tools by default" =
+      toolNames ntd == [
+        "qemu_test"
+        "vde2"
+        "socat"
+        "coreutils"
+        "util-linux"
+        "netpbm"
+      ]
+      && onPath ntd;
     "package: mainProgram" = ntd.meta.mainProgram == "nixos-test-driver";
-    "override enableOCR: tesseract (English) on PATH" =
-      hasInfix "/stub/tesseract-overridden/bin" withOCR.postInstall && withOCR.passthru.enableOCR;
+    "override enableOCR: ImageMagick (imagemagick_light) and tesseract (English) on PATH too, as upstream's" =
+      toolNames withOCR == [
+        "qemu_test"
+        "vde2"
+        "socat"
+        "coreutils"
+        "util-linux"
+        "netpbm"
+        "imagemagick"
+        "tesseract-overridden"
+      ]
+      && (builtins.elemAt withOCR.passthru.runtimeTools 7).overrideArgs.enableLanguages == [ "eng" ]
+      && onPath withOCR
+      && withOCR.passthru.enableOCR;
     "override extraPythonPackages: importable and propagated" =
       builtins.elem pkgs.python3Packages.requests withPackages.dependencies
       && hasInfix "/stub/requests/lib" withPackages.postInstall;

@@ -112,6 +112,8 @@ let
     tesseract = package "tesseract";
     qemu_test = package "qemu_test";
     qemu = package "qemu";
+    netpbm = package "netpbm";
+    imagemagick_light = package "imagemagick";
     # nixpkgs' Python driver (nixos/lib/test-driver), as the framework overrides it.
     nixos-test-driver = lib.makeOverridable (
       {
