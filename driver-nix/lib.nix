@@ -7,6 +7,13 @@
   # A test module that makes one test (and its driverInteractive) run on ntd, for a nixpkgs
   # without `pkgs.nixos-test-driver` or when only some tests should change:
   #   pkgs.testers.runNixOSTest { imports = [ ntd.lib.testModule ]; ... }
+  #
+  # It sets `driver` only. nixpkgs' test framework (nixos/lib/testing/interactive.nix) declares
+  # `interactive` as a submodule of the whole test: every module of the test, this one
+  # included, is evaluated again inside it, with `--interactive` added to `extraDriverArgs` and
+  # `hostPkgs.qemu` as `qemu.package`. So this definition of `driver` is also the definition of
+  # `interactive.driver`, built from the interactive configuration; a second definition of
+  # `interactive.driver` here would be rejected as defined twice.
   testModule =
     { config, lib, ... }:
     {
@@ -14,12 +21,6 @@
         import ./test-driver.nix {
           pkgs = config.hostPkgs;
           inherit config;
-        }
-      );
-      interactive.driver = lib.mkForce (
-        import ./test-driver.nix {
-          pkgs = config.hostPkgs;
-          config = config.interactive;
         }
       );
     };

@@ -13,6 +13,8 @@
   rustPlatform,
   makeWrapper,
   coreutils,
+  imagemagick_light,
+  netpbm,
   socat,
   util-linux,
   vde2,
@@ -28,9 +30,14 @@ let
   inherit (python3Packages) python;
   version = (lib.importTOML ../Cargo.toml).workspace.package.version;
 
-  # What the start scripts and the driver run: QEMU (start scripts name their own binary, but
-  # upstream puts it on PATH too), the VLAN switches, socat for shell_interact, tesseract for
-  # OCR (English only, as upstream's).
+  # On the driver's PATH, as upstream's nixos/lib/test-driver/default.nix puts them there (its
+  # propagatedBuildInputs): QEMU (start scripts name their own binary, but upstream puts it on
+  # PATH too), the VLAN switches, socat for shell_interact, coreutils and util-linux, and
+  # netpbm always; with OCR, ImageMagick (imagemagick_light) and tesseract (English only). ntd
+  # converts screenshots and prepares OCR images itself, so it does not run netpbm or
+  # ImageMagick: they are there for test scripts that call them, as they can under upstream's
+  # driver. Not here: upstream's vhost-device-vsock (the SSH backdoor, which ntd lacks) and
+  # systemd with enableNspawn (ntd runs no containers).
   runtimeTools =
     [
       qemu_pkg
@@ -38,8 +45,12 @@ let
       socat
       coreutils
       util-linux
+      netpbm
     ]
-    ++ lib.optionals enableOCR [ (tesseract.override { enableLanguages = [ "eng" ]; }) ];
+    ++ lib.optionals enableOCR [
+      imagemagick_light
+      (tesseract.override { enableLanguages = [ "eng" ]; })
+    ];
 
   # Importable from test scripts and by the type check; ptpython makes the REPL nicer.
   pythonDependencies = [ python3Packages.ptpython ] ++ extraPythonPackages python3Packages;

@@ -1,7 +1,15 @@
 # Evaluates ntd's Nix files against the stand-ins of stubs.nix and checks what they build:
-# the package's override arguments, the overlay, the flake's outputs, the per-test driver.
-#   nix-instantiate --eval --strict tests/nix/eval.nix
-# prints "ok: N checks", or fails naming every check that did not hold.
+# the package's override arguments, the overlay, the flake's outputs, the per-test driver, and
+# tests run through the test-framework stand-in (framework.nix) with ntd's overlay or its
+# `testModule`.
+#   nix-instantiate --eval --strict -E 'import ./tests/nix/eval.nix { }'
+# prints "ok: N checks", or fails naming every check that did not hold (or with the error that
+# stopped one). With `{ nixpkgsLib = "/path/to/nixpkgs/lib"; }` the framework stand-in runs on
+# that real nixpkgs `lib` (its evalModules and types) instead of module-system.nix, except for
+# the flake's and the templates' tests, which stub-nixpkgs runs on module-system.nix.
+{
+  nixpkgsLib ? null,
+}:
 let
   stubs = import ./stubs.nix;
   inherit (stubs) lib pkgs;
@@ -24,6 +32,9 @@ let
     qemu_pkg = pkgs.qemu;
     enableNspawn = false;
   };
+  # The tools the wrappers put on PATH, in order.
+  toolNames = drv: map (tool: tool.name) drv.passthru.runtimeTools;
+  onPath = drv: hasInfix "--prefix PATH : ${lib.makeBinPath drv.passthru.runtimeTools} " drv.postInstall;
   cargoVersion = (builtins.fromTOML (builtins.readFile (repo + "/Cargo.toml"))).workspace.package.version;
 
   # --- the overlay --------------------------------------------------------------------------
@@ -78,15 +89,45 @@ let
       skipLint = true;
     };
   };
-  moduleResult = ntdLib.testModule {
-    config = testConfig // {
-      interactive = testConfig // { extraDriverArgs = [ "--interactive" ]; };
-    };
-    lib = lib // { mkForce = value: { forced = value; }; };
+
+  # --- tests through the test-framework stand-in --------------------------------------------
+  framework = import ./framework.nix {
+    lib = if nixpkgsLib == null then lib else import (/. + nixpkgsLib);
   };
+  twoNodes = {
+    name = "two-nodes";
+    nodes = {
+      server = { };
+      my-client = { };
+    };
+    extraDriverArgs = [
+      "--junit-xml"
+      "it's.xml"
+    ];
+    enableOCR = true;
+    testScript = "start_all()";
+  };
+  # Plain nixpkgs: the framework's own driver, built from the Python driver package.
+  plainTest = framework.runNixOSTest pkgs twoNodes;
+  # ntd's testModule, imported by the test.
+  moduleTest = framework.runNixOSTest pkgs (twoNodes // { imports = [ ntdLib.testModule ]; });
+  # ntd's overlay on the packages the test is built with.
+  overlayTest = framework.runNixOSTest overlaid twoNodes;
+  linked = driver: (builtins.head driver.buildInputs).pname;
+  flagsOf =
+    args: lib.concatMapStringsSep " " (flag: "--add-flags ${lib.escapeShellArg flag}") args;
+  ntdFlags = flagsOf [
+    "--config"
+    "/stub/driverConfiguration-two-nodes.json"
+    "--log-level"
+    "info"
+    "--junit-xml"
+    "it's.xml"
+  ];
 
   # --- the templates of `nixos-test-driver new` (test.py is written beside them) -----------
-  template = name: (import (repo + "/crates/cli/templates/${name}.nix") { pkgs = overlaid; }).testModule;
+  templateTest = name: import (repo + "/crates/cli/templates/${name}.nix") { pkgs = overlaid; };
+  template = name: (templateTest name).testModule;
   hello = import (repo + "/crates/cli/templates/hello.nix") {
     config.networking.hostName = "server";
     inherit pkgs;
@@ -115,12 +156,31 @@ let
     "package: crates from Cargo.lock" = ntd.cargoDeps.cargoLock == repo + "/Cargo.lock";
     "package: both binaries installed" =
       hasInfix "$out/bin/nixos-test-driver" ntd.postInstall && hasInfix "$out/bin/generate-driver-symbols" ntd.postInstall;
-    "package: QEMU, vde2 and socat on PATH, no tesseract by default" =
-      hasInfix "/stub/qemu_test/bin" ntd.postInstall && hasInfix "/stub/vde2/bin" ntd.postInstall
-      && hasInfix "/stub/socat/bin" ntd.postInstall && !(hasInfix "tesseract" ntd.postInstall);
+    "package: on PATH as upstream's: QEMU, vde2, socat, coreutils, util-linux, netpbm; no OCR tools by default" =
+      toolNames ntd == [
+        "qemu_test"
+        "vde2"
+        "socat"
+        "coreutils"
+        "util-linux"
+        "netpbm"
+      ]
+      && onPath ntd;
     "package: mainProgram" = ntd.meta.mainProgram == "nixos-test-driver";
-    "override enableOCR: tesseract (English) on PATH" =
-      hasInfix "/stub/tesseract-overridden/bin" withOCR.postInstall && withOCR.passthru.enableOCR;
+    "override enableOCR: ImageMagick (imagemagick_light) and tesseract (English) on PATH too, as upstream's" =
+      toolNames withOCR == [
+        "qemu_test"
+        "vde2"
+        "socat"
+        "coreutils"
+        "util-linux"
+        "netpbm"
+        "imagemagick"
+        "tesseract-overridden"
+      ]
+      && (builtins.elemAt withOCR.passthru.runtimeTools 7).overrideArgs.enableLanguages == [ "eng" ]
+      && onPath withOCR
+      && withOCR.passthru.enableOCR;
     "override extraPythonPackages: importable and propagated" =
       builtins.elem pkgs.python3Packages.requests withPackages.dependencies
       && hasInfix "/stub/requests/lib" withPackages.postInstall;
@@ -163,9 +223,39 @@ let
     "mkDriver: one machine is also `machine`; skipTypeCheck and skipLint skip" =
       !(hasInfix "mypy" singleDriver.script) && !(hasInfix "pyflakes" singleDriver.script)
       && !(builtins.elem pkgs.mypy singleDriver.nativeBuildInputs);
-    "testModule: driver and interactive.driver forced to ntd's" =
-      moduleResult.driver.forced.name == "nixos-test-driver-two-nodes"
-      && hasInfix "--add-flags '--interactive'" moduleResult.interactive.driver.forced.script;
+    "framework: without ntd, .driver and .driverInteractive are nixpkgs' own driver's" =
+      linked plainTest.driver == "nixos-test-driver"
+      && linked plainTest.driverInteractive == "nixos-test-driver"
+      && hasInfix "--add-flags '--interactive'" plainTest.driverInteractive.script
+      && !(hasInfix "--interactive" plainTest.driver.script);
+    "testModule: the test, .driver and .driverInteractive evaluate (interactive re-imports the test)" =
+      moduleTest.name == "vm-test-run-two-nodes"
+      && moduleTest.driver.name == "nixos-test-driver-two-nodes"
+      && moduleTest.driverInteractive.name == "nixos-test-driver-two-nodes";
+    "testModule: .driver is ntd's, from the test's configuration" =
+      linked moduleTest.driver == "ntd"
+      && moduleTest.driver.testDriver.passthru.enableOCR
+      && moduleTest.driver.testDriver.passthru.qemu_pkg.name == "qemu_test"
+      && hasInfix ntdFlags moduleTest.driver.script
+      && !(hasInfix "--interactive" moduleTest.driver.script);
+    "testModule: .driverInteractive is ntd's, from the interactive configuration (--interactive, hostPkgs.qemu)" =
+      linked moduleTest.driverInteractive == "ntd"
+      && moduleTest.driverInteractive.testDriver.passthru.qemu_pkg.name == "qemu"
+      && hasInfix "${ntdFlags} --add-flags '--interactive'" moduleTest.driverInteractive.script;
+    "overlay: .driver and .driverInteractive of a runNixOSTest test are built from ntd" =
+      linked overlayTest.driver == "ntd"
+      && linked overlayTest.driverInteractive == "ntd"
+      && hasInfix "--add-flags '--interactive'" overlayTest.driverInteractive.script;
+    "flake and templates: their tests evaluate through the framework, drivers from ntd" =
+      builtins.all (test: linked test.driver == "ntd" && linked test.driverInteractive == "ntd") (
+        [ flake.checks.x86_64-linux.minimal ]
+        ++ map templateTest [
+          "minimal"
+          "multi-machine"
+          "graphical"
+          "otel"
+        ]
+      );
   };
   failed = builtins.filter (name: !checks.${name}) (builtins.attrNames checks);
 in

@@ -1,9 +1,10 @@
 # Stand-ins for nixpkgs' `lib` and for the packages ntd's Nix files use, so that the pure parts
 # of those files evaluate with plain Nix (no nixpkgs, no store): functions of `lib` written
-# with builtins, and packages as attribute sets that record how they were built. The checks in
-# eval.nix inspect those records.
+# with builtins, the module system of module-system.nix, and packages as attribute sets that
+# record how they were built (with `type = "derivation"`, so that the module system takes them
+# as packages). The checks in eval.nix inspect those records.
 let
-  lib = rec {
+  baseLib = rec {
     optional = cond: x: if cond then [ x ] else [ ];
     optionals = cond: xs: if cond then xs else [ ];
     optionalString = cond: s: if cond then s else "";
@@ -33,9 +34,11 @@ let
       in
       result // { override = newArgs: makeOverridable f (args // newArgs); };
   };
+  lib = import ./module-system.nix { lib = baseLib; };
 
   package = name: {
     inherit name;
+    type = "derivation";
     outPath = "/stub/${name}";
     override = args: package "${name}-overridden" // { overrideArgs = args; };
   };
@@ -66,6 +69,7 @@ let
         attrs:
         attrs
         // {
+          type = "derivation";
           outPath = "/stub/ntd";
           builtBy = "buildPythonApplication";
           overridePythonAttrs =
@@ -89,7 +93,16 @@ let
       cargoSetupHook = package "cargoSetupHook";
       maturinBuildHook = package "maturinBuildHook";
     };
-    runCommand = name: env: script: env // { inherit name script; outPath = "/stub/${name}"; };
+    # As stdenv's, the result has the attributes of `passthru` too.
+    runCommand =
+      name: env: script:
+      env
+      // {
+        inherit name script;
+        type = "derivation";
+        outPath = "/stub/${name}";
+      }
+      // env.passthru or { };
     makeWrapper = package "makeWrapper";
     mypy = package "mypy";
     coreutils = package "coreutils";
@@ -99,6 +112,22 @@ let
     tesseract = package "tesseract";
     qemu_test = package "qemu_test";
     qemu = package "qemu";
+    netpbm = package "netpbm";
+    imagemagick_light = package "imagemagick";
+    # nixpkgs' Python driver (nixos/lib/test-driver), as the framework overrides it.
+    nixos-test-driver = lib.makeOverridable (
+      {
+        enableOCR ? false,
+        extraPythonPackages ? (_: [ ]),
+        qemu_pkg ? pkgs.qemu_test,
+        enableNspawn ? false,
+      }:
+      package "nixos-test-driver"
+      // {
+        pname = "nixos-test-driver";
+        passthru = { inherit enableOCR qemu_pkg enableNspawn; };
+      }
+    ) { };
   };
 in
 {
