@@ -69,6 +69,68 @@ def retry(
     _native.retry(fn, as_timedelta(timeout) if timeout is not None else _DEFAULT_TIMEOUT)
 
 
+_LEGACY_QEMU_KEYS = {
+    "qemuBinary",
+    "qemuFlags",
+    "hda",
+    "hdaInterface",
+    "cdrom",
+    "usb",
+    "bios",
+    "netBackendArgs",
+    "netFrontendArgs",
+}
+
+
+def legacy_start_command(args: "dict[str, Any]") -> "tuple[str, str | None, bool]":
+    """The start command, name and keep-state flag of `create_machine`'s old dict argument.
+
+    `startCommand` is the command as it is. Without it, the command is built from the QEMU
+    keys as upstream's `LegacyStartCommand` built it: the binary (`qemu-kvm` by default),
+    384 MiB, a user-mode NIC, the disk, CD-ROM, USB stick and BIOS, then `qemuFlags`.
+    """
+    args = dict(args)
+    name = args.pop("name", None)
+    keep = bool(args.pop("keep_vm_state", args.pop("keepVmState", False)))
+    if "startCommand" in args:
+        command = args.pop("startCommand")
+        if not isinstance(command, str):
+            raise TypeError(f"startCommand must be a string, got: {command!r}")
+        if args:
+            raise TypeError(f"Unsupported arguments passed to create_machine: {args}")
+        return command, name, keep
+    unknown = set(args) - _LEGACY_QEMU_KEYS
+    if unknown:
+        raise TypeError(f"Unsupported arguments passed to create_machine: {sorted(unknown)}")
+    if not args:
+        raise TypeError("Dictionary passed to create_machine must contain startCommand")
+    backend = f",{args['netBackendArgs']}" if args.get("netBackendArgs") else ""
+    frontend = f",{args['netFrontendArgs']}" if args.get("netFrontendArgs") else ""
+    command = (
+        f"{args.get('qemuBinary') or 'qemu-kvm'} -m 384"
+        f" -netdev user,id=net0{backend} -device virtio-net-pci,netdev=net0{frontend}"
+    )
+    if args.get("hda"):
+        hda = os.path.abspath(args["hda"])
+        interface = args.get("hdaInterface") or "virtio"
+        if interface == "scsi":
+            command += f" -drive id=hda,file={hda},werror=report,if=none -device scsi-hd,drive=hda"
+        else:
+            command += f" -drive file={hda},if={interface},werror=report"
+    if args.get("cdrom"):
+        command += f" -cdrom {args['cdrom']}"
+    if args.get("usb"):
+        command += (
+            f" -device usb-ehci -drive id=usbdisk,file={args['usb']},if=none,readonly"
+            " -device usb-storage,drive=usbdisk "
+        )
+    if args.get("bios"):
+        command += f" -bios {args['bios']}"
+    if args.get("qemuFlags"):
+        command += f" {args['qemuFlags']}"
+    return command, name, keep
+
+
 def pythonize_name(name: str) -> str:
     """The variable a machine is bound to in the test script."""
     return re.sub(r"^[^A-Za-z_]|[^A-Za-z0-9_]", "_", name)
@@ -337,11 +399,21 @@ class Driver:
         keep_machine_state: bool = False,
         keep_vm_state: "bool | None" = None,
     ) -> QemuMachine:
-        """Create a machine from any start command. It is not added to `machines`."""
+        """Create a machine from any start command. It is not added to `machines`.
+
+        Older scripts pass one dict: `{"startCommand": ..., "name": ...}` (NixOS 23.11's
+        form), or the oldest form that describes QEMU itself (`qemuFlags`, `hda`,
+        `hdaInterface`, `cdrom`, `usb`, `bios`, `netBackendArgs`, `netFrontendArgs`,
+        `qemuBinary`), from which upstream built the command line; ntd builds the same one.
+        """
         if isinstance(start_command, dict):
-            # Era-A scripts passed {"startCommand": ..., "name": ...}.
-            name = start_command.get("name", name)
-            command = str(start_command["startCommand"])
+            if name is not None or keep_vm_state is not None or keep_machine_state:
+                raise TypeError("Dictionary passed to create_machine must be the only argument")
+            command, name, keep_machine_state = legacy_start_command(start_command)
+            self.logger.warning(
+                "Using create_machine with a single dictionary argument is deprecated: "
+                "pass the start command, and name= and keep_machine_state= as keywords"
+            )
         else:
             command = start_command
         if keep_vm_state is not None:

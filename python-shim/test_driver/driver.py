@@ -8,7 +8,6 @@ releases before it (`vm_names`/`vm_start_scripts`, or `start_scripts`).
 import datetime
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ntd.debug import DebugAbstract
 from ntd.driver import AssertionTester, pythonize_name, retry
 from ntd.duration import Duration
 from ntd.errors import MachineError
+from test_driver.config import DriverConfiguration, VMConfiguration, load_driver_configuration
 
 __all__ = [
     "AssertionTester",
@@ -28,42 +28,6 @@ __all__ = [
     "pythonize_name",
     "retry",
 ]
-
-
-@dataclass
-class VMConfiguration:
-    """One QEMU machine of a `DriverConfiguration`."""
-
-    name: str
-    start_script: Path
-
-
-@dataclass
-class DriverConfiguration:
-    """The contents of `driverConfiguration.json`, as the Nix side writes it."""
-
-    vms: dict[str, VMConfiguration]
-    vlans: list[int]
-    global_timeout: Duration
-    test_script: Path
-    containers: dict[str, Any] = field(default_factory=dict)
-    enable_ssh_backdoor: bool = False
-
-
-def load_driver_configuration(path: "str | os.PathLike[str]") -> DriverConfiguration:
-    """Read and check a `driverConfiguration.json` as `nixos-test-driver --config` does: keys
-    ntd does not know are ignored with one warning line, containers are an error."""
-    raw = _native.load_driver_configuration(path)
-    return DriverConfiguration(
-        vms={
-            key: VMConfiguration(name=vm["name"], start_script=Path(vm["start_script"]))
-            for key, vm in raw["vms"].items()
-        },
-        vlans=list(raw["vlans"]),
-        global_timeout=datetime.timedelta(seconds=raw["global_timeout"]),
-        test_script=Path(raw["test_script"]),
-        enable_ssh_backdoor=raw["enable_ssh_backdoor"],
-    )
 
 
 class Driver(_driver.Driver):
@@ -87,13 +51,14 @@ class Driver(_driver.Driver):
         config: "DriverConfiguration | None" = None,
         start_scripts: "Sequence[str] | None" = None,
         keep_vm_state: "bool | None" = None,
+        interactive: bool = False,
     ) -> None:
         test_script_path: "Path | None" = None
         machines: "Mapping[str, str | os.PathLike[str]] | Sequence[str]"
         if config is not None:
             if config.containers:
                 raise MachineError("systemd-nspawn containers are not supported by ntd; use QEMU nodes")
-            machines = {vm.name: vm.start_script for vm in config.vms.values()}
+            machines = {name: vm.start_script for name, vm in config.vms.items()}
             vlans = config.vlans
             global_timeout = config.global_timeout
             test_script_path = config.test_script
@@ -124,3 +89,6 @@ class Driver(_driver.Driver):
             test_script_path=test_script_path,
         )
         self.enable_ssh_backdoor = enable_ssh_backdoor
+        # A driver for an interactive session (upstream's newest keyword): its waits poll from
+        # the host, as in `nixos-test-driver --interactive`.
+        self._interactive = interactive

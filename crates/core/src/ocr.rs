@@ -113,6 +113,21 @@ pub async fn recognise(image: Vec<u8>) -> Result<String, Error> {
     Ok(text)
 }
 
+/// Recognise every variant at once; the texts in the variants' order (for a script that OCRs
+/// a screenshot file itself: upstream's `perform_ocr_variants_on_screenshot`).
+pub async fn recognise_all(variants: Vec<Variant>) -> Result<Vec<String>, Error> {
+    let mut running = JoinSet::new();
+    for (index, variant) in variants.into_iter().enumerate() {
+        running.spawn(async move { (index, recognise(variant.data).await) });
+    }
+    let mut texts = vec![String::new(); running.len()];
+    while let Some(joined) = running.join_next().await {
+        let (index, text) = joined.map_err(|e| Error::Tesseract(e.to_string()))?;
+        texts[index] = text?;
+    }
+    Ok(texts)
+}
+
 /// How a race of variants ended.
 #[derive(Debug)]
 pub enum Race {

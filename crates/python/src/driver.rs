@@ -30,12 +30,24 @@ pub struct VLan {
     socket_dir: std::path::PathBuf,
     #[pyo3(get)]
     pid: u32,
+    /// The run the switch belongs to, and its place in the run's VLANs.
+    driver: ntd_core::Driver,
+    index: usize,
 }
 
 #[pymethods]
 impl VLan {
     fn __repr__(&self) -> String {
         format!("<Vlan Nr. {}>", self.nr)
+    }
+
+    /// Stop the switch (upstream's `stop()`): the machines on it lose the link. The run does
+    /// not count it as a switch that died.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        match self.driver.vlans().get(self.index) {
+            Some(vlan) => block_on(py, vlan.stop()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -84,10 +96,16 @@ impl Driver {
             machines.append(QemuMachine::wrap(py, qemu)?)?;
         }
         let vlans = PyList::empty(py);
-        for vlan in core.vlans() {
+        for (index, vlan) in core.vlans().iter().enumerate() {
             vlans.append(Py::new(
                 py,
-                VLan { nr: vlan.nr(), socket_dir: vlan.socket_dir().to_owned(), pid: vlan.pid() },
+                VLan {
+                    nr: vlan.nr(),
+                    socket_dir: vlan.socket_dir().to_owned(),
+                    pid: vlan.pid(),
+                    driver: core.clone(),
+                    index,
+                },
             )?)?;
         }
         Py::new(py, Driver { core, machines: machines.unbind(), vlans: vlans.unbind() })

@@ -29,6 +29,8 @@ const SOURCES: &[Source] = &[
     source!("ntd.debug", "ntd/debug.py"),
     source!("ntd.repl", "ntd/repl.py"),
     source!("ntd.polling_condition", "ntd/polling_condition.py"),
+    source!("ntd.qmp", "ntd/qmp.py"),
+    source!("ntd.handles", "ntd/handles.py"),
     source!("ntd.driver", "ntd/driver.py"),
     source!("test_driver", "test_driver/__init__.py"),
     source!("test_driver.errors", "test_driver/errors.py"),
@@ -36,7 +38,11 @@ const SOURCES: &[Source] = &[
     source!("test_driver.polling_condition", "test_driver/polling_condition.py"),
     source!("test_driver.vlan", "test_driver/vlan.py"),
     source!("test_driver.logger", "test_driver/logger.py"),
+    source!("test_driver.duration", "test_driver/duration.py"),
+    source!("test_driver.config", "test_driver/config.py"),
     source!("test_driver.machine", "test_driver/machine/__init__.py"),
+    source!("test_driver.machine.qmp", "test_driver/machine/qmp.py"),
+    source!("test_driver.machine.ocr", "test_driver/machine/ocr.py"),
     source!("test_driver.driver", "test_driver/driver.py"),
 ];
 

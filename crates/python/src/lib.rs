@@ -30,6 +30,7 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<logger::LogBlock>()?;
     module.add_function(wrap_pyfunction!(load_driver_configuration, module)?)?;
     module.add_function(wrap_pyfunction!(retry::retry, module)?)?;
+    module.add_function(wrap_pyfunction!(ocr_screenshot, module)?)?;
     Ok(())
 }
 
@@ -56,6 +57,24 @@ fn load_driver_configuration<'py>(py: Python<'py>, path: std::path::PathBuf) -> 
     dict.set_item("enable_ssh_backdoor", config.enable_ssh_backdoor)?;
     dict.set_item("test_script", &config.test_script)?;
     Ok(dict)
+}
+
+/// The texts tesseract reads in a screenshot file (any format the `image` crate reads, e.g.
+/// QEMU's PPM or a PNG): of each of ntd's OCR variants, in their order, or of the first only
+/// (`variants=False`). For `test_driver.machine.ocr`.
+#[pyfunction]
+#[pyo3(signature = (screenshot_path, variants=true))]
+fn ocr_screenshot(py: Python<'_>, screenshot_path: std::path::PathBuf, variants: bool) -> PyResult<Vec<String>> {
+    use ntd_core::ocr;
+    let data = std::fs::read(&screenshot_path).map_err(|e| {
+        errors::machine_error(py, format!("cannot read the screenshot {}: {e}", screenshot_path.display()))
+    })?;
+    let mut images = ocr::variants(&data).map_err(|e| errors::machine_error(py, ntd_core::full_message(&e)))?;
+    if !variants {
+        images.truncate(1);
+    }
+    runtime::block_on(py, ocr::recognise_all(images))?
+        .map_err(|e| errors::machine_error(py, ntd_core::full_message(&e)))
 }
 
 /// The extension module: `import ntd` in a Python program that uses ntd as a library.

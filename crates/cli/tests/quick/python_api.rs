@@ -62,6 +62,109 @@ fn upstreams_module_paths_and_class_hierarchy_hold() {
     run_passing(&scenario, scenario.command(&[]), MODULE_PATHS, "upstream's module paths hold");
 }
 
+/// What upstream's machine exposes beyond its methods, and the modules real scripts import:
+/// the QMP session and its `QMPAPIError`, the shell and process objects, `booted` and
+/// `connected` set by the script around a reboot it typed itself, `wait_for_job`,
+/// `VLan.stop()`, the configuration and duration modules, `QemuStartCommand`, the legacy
+/// `create_machine` dict.
+const MACHINE_SURFACE: &str = r#"
+import datetime, os, warnings
+from ntd.driver import legacy_start_command
+from test_driver.config import DriverConfiguration, QemuMachineConfiguration, load_driver_configuration
+from test_driver.duration import Duration, as_seconds, as_timedelta
+from test_driver.machine import QemuStartCommand, ocr
+from test_driver.machine.qmp import QMPAPIError, QMPSession
+from test_driver.errors import MachineError
+
+assert as_seconds(datetime.timedelta(minutes=1)) == 60.0 and as_timedelta(2) == datetime.timedelta(seconds=2)
+assert callable(ocr.perform_ocr_on_screenshot) and callable(ocr.perform_ocr_variants_on_screenshot)
+assert alpha.qmp_client is None and alpha.shell is None and alpha.process is None
+alpha.start(allow_reboot=True)
+
+session = alpha.qmp_client
+assert isinstance(session, QMPSession)
+assert session.send("query-status")["return"]["running"] is True
+try:
+    session.send("this-command-does-not-exist")
+    raise Exception("no QMPAPIError")
+except QMPAPIError as e:
+    assert e.class_name == "CommandNotFound" and e.description and e.transaction_id is None, vars(e)
+    assert str(e).startswith("<QMP API error related to transaction None [CommandNotFound]: "), str(e)
+
+assert alpha.process.pid == alpha.pid and alpha.pid is not None
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    alpha.wait_for_job("multi-user.target")
+assert [w.category for w in caught] == [DeprecationWarning], caught
+assert alpha.booted and alpha.connected
+assert alpha.logger is not None
+assert any("Linux version" in line for line in alpha.full_console_log), alpha.full_console_log[:3]
+assert alpha.state_dir.name == "vm-state-alpha" and alpha.state_dir.is_dir()
+
+# A reboot the script types into the shell itself: it says the shell went away, and the
+# next command waits for the new one.
+assert alpha.shell.send(b"reboot\n") == len(b"reboot\n")
+alpha.connected = False
+assert not alpha.connected
+alpha.wait_for_unit("multi-user.target")
+assert alpha.succeed("echo back") == "back\n"
+
+# booted = False stops a QEMU that still runs (upstream would leave it next to a new one).
+alpha.booted = False
+assert not alpha.booted and alpha.pid is None and alpha.qmp_client is None
+
+vlan1.stop()
+assert not os.path.exists(vlan1.socket_dir)
+
+# The legacy dict: upstream's command line from QEMU keys, or startCommand and a name.
+command, name, keep = legacy_start_command(
+    {"qemuBinary": "qemu-system-x86_64", "qemuFlags": "-m 768", "hda": "/disk.qcow2", "hdaInterface": "scsi", "name": "legacy"}
+)
+assert command == (
+    "qemu-system-x86_64 -m 384 -netdev user,id=net0 -device virtio-net-pci,netdev=net0"
+    " -drive id=hda,file=/disk.qcow2,werror=report,if=none -device scsi-hd,drive=hda -m 768"
+), command
+assert (name, keep) == ("legacy", False)
+beta = create_machine({"startCommand": os.environ["QUICK_START_SCRIPT"], "name": "beta"})
+assert beta.name == "beta" and beta.succeed("hostname") == "beta\n"
+beta.shutdown()
+for bad in [{"startCommand": 1}, {"startCommand": "x", "bogus": 1}, {"cdromm": "x"}]:
+    try:
+        create_machine(bad)
+        raise Exception(f"accepted {bad}")
+    except TypeError:
+        pass
+
+# A start command object works as its script; a subclass that changes the command is refused.
+assert QemuStartCommand("/x/bin/run-web-vm").machine_name == "web"
+env = QemuStartCommand.build_environment("/state", "/shared", None)
+assert env["TMPDIR"] == "/state" and env["SHARED_DIR"] == "/shared" and env["USE_TMPDIR"] == "1"
+class Custom(QemuStartCommand):
+    def cmd(self, *args, **kwargs):
+        return "something else"
+try:
+    QemuMachine(driver.out_dir, os.environ["QUICK_MACHINE_TMP"], Custom(os.environ["QUICK_START_SCRIPT"]), name="c")
+    raise Exception("a cmd() override was accepted")
+except MachineError as e:
+    assert "Custom.cmd() cannot be used" in str(e), str(e)
+print("the machine surface holds")
+"#;
+
+#[test]
+fn upstreams_machine_attributes_qmp_session_and_legacy_forms_work() {
+    let mut scenario = Scenario::new();
+    scenario.machine("alpha", &[]);
+    scenario.vlan(1);
+    let start_script = scenario.start_script("beta", &[]);
+    let machine_tmp = scenario.tmp_dir().join("created-machines");
+    std::fs::create_dir(&machine_tmp).expect("mkdir");
+    let mut command = scenario.command(&[]);
+    command.env("QUICK_START_SCRIPT", &start_script).env("QUICK_MACHINE_TMP", &machine_tmp);
+    let run = run_passing(&scenario, command, MACHINE_SURFACE, "the machine surface holds");
+    run.assert_stderr_contains("\nalpha: booted = False while QEMU still runs: stopping it\n");
+    run.assert_stderr_contains("\nkill vlan (pid ");
+}
+
 /// A downstream driver's machine class: its own constructor, an overridden method, an extra
 /// one. Its state goes under its own directory in TMPDIR (`QUICK_MACHINE_TMP`).
 const SUBCLASS: &str = r#"

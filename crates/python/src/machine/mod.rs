@@ -365,6 +365,14 @@ impl BaseMachine {
         self.call(py, Traced::new("wait_for_unit").argument(unit), self.core()?.wait_for_unit(unit, user, timeout.0))
     }
 
+    /// The old name of `wait_for_unit` (deprecated upstream long ago; older nixpkgs scripts
+    /// still call it).
+    #[pyo3(signature = (jobname, user=None, timeout=DEFAULT_TIMEOUT))]
+    fn wait_for_job(&self, py: Python<'_>, jobname: &str, user: Option<&str>, timeout: PyDuration) -> PyResult<()> {
+        PyErr::warn(py, &py.get_type::<PyDeprecationWarning>(), c"Use wait_for_unit() instead", 1)?;
+        self.wait_for_unit(py, jobname, user, timeout)
+    }
+
     /// Wait until a unit's ActiveState is `state` (e.g. `failed`, `activating`).
     #[pyo3(signature = (unit, state, timeout=DEFAULT_TIMEOUT))]
     fn wait_for_unit_active_state(&self, py: Python<'_>, unit: &str, state: &str, timeout: PyDuration) -> PyResult<()> {

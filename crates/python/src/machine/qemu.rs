@@ -32,6 +32,37 @@ fn python_search(pattern: &Py<PyAny>, text: &str, error: &mut Option<PyErr>) -> 
     })
 }
 
+/// The command of a `start_command` argument: a string, or upstream's `QemuStartCommand`
+/// (whose script is `_cmd`). A subclass that overrides `cmd()` or `run()` is refused: ntd
+/// builds and runs QEMU's command line itself, and would silently ignore them.
+fn start_command_text(start_command: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(text) = start_command.extract::<String>() {
+        return Ok(text);
+    }
+    let py = start_command.py();
+    let base = py.import("test_driver.machine")?.getattr("QemuStartCommand")?;
+    if !start_command.is_instance(&base)? {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "start_command must be a string or a QemuStartCommand, not {}",
+            start_command.get_type().name()?
+        )));
+    }
+    let class = start_command.get_type();
+    for method in ["cmd", "run"] {
+        if !class.getattr(method)?.is(&base.getattr(method)?) {
+            return Err(machine_error(
+                py,
+                format!(
+                    "{}.{method}() cannot be used: ntd builds and runs QEMU's command line itself (with its control \
+                     ports); pass the start script instead",
+                    class.name()?
+                ),
+            ));
+        }
+    }
+    start_command.getattr("_cmd")?.extract()
+}
+
 /// Anything a test script passes as a tty number (`1` or `"1"`).
 fn tty_name(tty: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(tty.str()?.to_string())
@@ -117,7 +148,7 @@ impl QemuMachine {
         slf: &Bound<'_, Self>,
         out_dir: PathBuf,
         tmp_dir: PathBuf,
-        start_command: String,
+        start_command: &Bound<'_, PyAny>,
         logger: Option<&Bound<'_, PyAny>>,
         name: Option<String>,
         keep_machine_state: bool,
@@ -125,6 +156,7 @@ impl QemuMachine {
     ) -> PyResult<()> {
         let py = slf.py();
         let _ = logger; // ntd has one logger; upstream's argument is accepted for compatibility.
+        let start_command = start_command_text(start_command)?;
         let mut config = QemuConfig::new(start_command, tmp_dir, out_dir);
         config.name = name;
         config.keep_machine_state = keep_machine_state;
@@ -161,9 +193,82 @@ impl QemuMachine {
         Ok(self.qemu()?.is_booted())
     }
 
+    /// Scripts set `booted = False` after they made the VM go away themselves (upstream's
+    /// `start()` would otherwise do nothing). ntd knows when QEMU exits; if it still runs,
+    /// it is stopped here rather than left running next to the next one.
+    #[setter]
+    fn set_booted(&self, py: Python<'_>, booted: bool) -> PyResult<()> {
+        let qemu = self.qemu()?;
+        match (booted, qemu.is_booted()) {
+            (false, true) => {
+                qemu.log("booted = False while QEMU still runs: stopping it");
+                block_on(py, qemu.machine().release())
+            }
+            (true, false) => {
+                qemu.log("booted = True has no effect: start() starts the machine");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     #[getter]
     fn connected(&self) -> PyResult<bool> {
         Ok(self.qemu()?.is_connected())
+    }
+
+    /// Scripts set `connected = False` when they made the backdoor go away (a reboot from a
+    /// command): the next command waits for the guest's shell again.
+    #[setter]
+    fn set_connected(&self, connected: bool) -> PyResult<()> {
+        let qemu = self.qemu()?;
+        if !connected {
+            qemu.machine().mark_disconnected();
+        } else if !qemu.is_connected() {
+            qemu.log("connected = True has no effect: the next command waits for the backdoor shell");
+        }
+        Ok(())
+    }
+
+    /// Upstream's QMP session (`QMPSession`: `send(cmd, args)`, `wait_for_event(timeout)`)
+    /// while the machine runs; `None` before.
+    #[getter]
+    fn qmp_client<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if !slf.get().qemu()?.is_booted() {
+            return Ok(None);
+        }
+        Ok(Some(slf.py().import("ntd.qmp")?.getattr("QMPSession")?.call1((slf,))?))
+    }
+
+    /// The backdoor shell as upstream's socket attribute offers it to scripts
+    /// (`machine.shell.send(b"…")`) while the machine runs; `None` before.
+    #[getter]
+    fn shell<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if !slf.get().qemu()?.is_booted() {
+            return Ok(None);
+        }
+        Ok(Some(slf.py().import("ntd.handles")?.getattr("BackdoorShell")?.call1((slf,))?))
+    }
+
+    /// QEMU's process, as far as ntd shares it (`pid`, `wait()`); `None` when not running.
+    #[getter]
+    fn process<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if !slf.get().qemu()?.is_booted() {
+            return Ok(None);
+        }
+        Ok(Some(slf.py().import("ntd.handles")?.getattr("QemuProcess")?.call1((slf,))?))
+    }
+
+    /// The test's logger (ntd has one: the script's `log`).
+    #[getter]
+    fn logger(&self) -> crate::logger::Logger {
+        crate::logger::Logger
+    }
+
+    /// Every line the serial console printed since the machine started.
+    #[getter]
+    fn full_console_log(&self) -> PyResult<Vec<String>> {
+        Ok(self.qemu()?.console_log().lines().map(str::to_owned).collect())
     }
 
     #[getter]
@@ -404,6 +509,32 @@ impl QemuMachine {
     fn _exchange_raw_line(&self, py: Python<'_>, line: &str) -> PyResult<Py<PyBytes>> {
         let reply = self.call(py, Traced::new("_exchange_raw_line"), self.qemu()?.exchange_raw_line(line))?;
         Ok(PyBytes::new(py, &reply).unbind())
+    }
+
+    /// One QMP exchange for `ntd.qmp.QMPSession.send`: QEMU's answer as a dict,
+    /// `{"return": …}` or `{"error": {"class": …, "desc": …}}`.
+    #[pyo3(signature = (command, arguments=None))]
+    fn _qmp_send<'py>(
+        &self,
+        py: Python<'py>,
+        command: &str,
+        arguments: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arguments: Option<serde_json::Map<String, serde_json::Value>> = match arguments {
+            Some(arguments) if !arguments.is_empty() => {
+                let text: String = py.import("json")?.call_method1("dumps", (arguments,))?.extract()?;
+                Some(serde_json::from_str(&text).map_err(|e| PyRuntimeError::new_err(e.to_string()))?)
+            }
+            _ => None,
+        };
+        let reply =
+            self.call(py, Traced::new("qmp").argument(command), self.qemu()?.qmp_message(command, arguments.as_ref()))?;
+        json_to_py(py, &reply)
+    }
+
+    /// Write bytes to the backdoor shell as they are (`machine.shell.send`).
+    fn _send_to_shell(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        self.call(py, Traced::new("shell.send"), self.qemu()?.send_to_shell(data))
     }
 
     /// Send a command to QEMU's human monitor; return its reply.

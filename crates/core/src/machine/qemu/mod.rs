@@ -205,6 +205,37 @@ impl QemuMachine {
         }
     }
 
+    /// Run a QMP command and return QEMU's answer as upstream's `QMPSession.send` reads it:
+    /// `{"return": …}`, or `{"error": {"class": …, "desc": …}}` when QEMU refused the command
+    /// (ntd numbers its requests, but the answer is given without the `id`, as upstream sends
+    /// none).
+    pub async fn qmp_message(
+        &self,
+        command: &str,
+        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<serde_json::Value> {
+        match self.qmp(command, arguments).await {
+            Ok(value) => Ok(serde_json::json!({ "return": value })),
+            Err(Error::Qmp { source: qmp::Error::Api { class, desc }, .. }) => {
+                Ok(serde_json::json!({ "error": { "class": class, "desc": desc } }))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Write bytes to the backdoor shell as they are, unframed (upstream's
+    /// `machine.shell.send`): for a script that types into the shell itself, typically a
+    /// command after which the guest goes away (`reboot -f`). What it prints is not read.
+    pub async fn send_to_shell(&self, bytes: &[u8]) -> Result<()> {
+        let running = self.qemu.running()?;
+        let mut shell = running.shell.lock().await;
+        shell.send_raw(bytes).await.map_err(|source| Error::Shell {
+            machine: self.name().to_owned(),
+            command: String::from_utf8_lossy(bytes).trim_end().to_owned(),
+            source,
+        })
+    }
+
     /// Wait for a QMP event accepted by `filter` (upstream's `wait_for_qmp_event`).
     pub async fn wait_for_qmp_event(
         &self,
