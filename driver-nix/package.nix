@@ -52,8 +52,12 @@ let
       (tesseract.override { enableLanguages = [ "eng" ]; })
     ];
 
-  # Importable from test scripts and by the type check; ptpython makes the REPL nicer.
-  pythonDependencies = [ python3Packages.ptpython ] ++ extraPythonPackages python3Packages;
+  # Importable from test scripts and by the type check; ptpython with IPython is the REPL
+  # upstream embeds.
+  pythonDependencies = [
+    python3Packages.ptpython
+    python3Packages.ipython
+  ] ++ extraPythonPackages python3Packages;
 in
 lib.warnIf enableNspawn
   "ntd runs QEMU machines only: a test with `containers` fails with an error saying so"

@@ -1,8 +1,9 @@
 """The interactive prompt of `nixos-test-driver --interactive` (upstream's `Driver.interactive`).
 
-ptpython when the driver's Python can import it (upstream embeds it), else Python's own
-console with readline editing and completion of the globals; either keeps its history in a
-file (upstream's `.nixos-test-history`).
+ptpython's IPython flavour when the driver's Python can import both (what upstream embeds:
+`%magic`, `obj?`), else plain ptpython, else Python's own console with readline editing and
+completion of the globals; each keeps its history in a file (upstream's
+`.nixos-test-history`).
 """
 
 import sys
@@ -11,18 +12,38 @@ from typing import Any
 
 def prompt(symbols: dict[str, Any], history_path: str) -> None:
     """A prompt on `symbols` until end of input, its history kept in `history_path`."""
-    try:
-        from ptpython.repl import embed  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        have_ptpython = False
-    else:
-        have_ptpython = True
-    # Outside the `except`: an interrupted command must not show the ImportError as its
+    flavour = _flavour()
+    # Outside the `except`s: an interrupted command must not show an ImportError as its
     # context.
-    if have_ptpython:
+    if flavour == "ipython":
+        from ptpython.ipython import embed as ipython_embed  # type: ignore[import-not-found,unused-ignore]
+        from ptpython.repl import enable_deprecation_warnings  # type: ignore[import-not-found,unused-ignore]
+
+        # As upstream: the deprecations of driver methods show in the session.
+        enable_deprecation_warnings()
+        ipython_embed(user_ns=symbols, history_filename=history_path)
+    elif flavour == "ptpython":
+        from ptpython.repl import embed, enable_deprecation_warnings  # type: ignore[import-not-found,unused-ignore]
+
+        enable_deprecation_warnings()
         embed(globals=symbols, history_filename=history_path)
     else:
         _console(symbols, history_path)
+
+
+def _flavour() -> str:
+    """`ipython`, `ptpython` or `console`: the best prompt this Python can import."""
+    try:
+        import ptpython.ipython  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return "ipython"
+    try:
+        import ptpython.repl  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        return "console"
+    return "ptpython"
 
 
 def _console(symbols: dict[str, Any], history_path: str) -> None:

@@ -10,7 +10,8 @@ use crate::common::tmux::{Tmux, shell_line};
 use crate::harness::{Scenario, Tier, py_env};
 
 /// Which prompt the driver offers: Python's own console (ptpython is not installed in the
-/// driver's Python) or ptpython (installed in the wheel's venv, put on `PYTHONPATH`).
+/// driver's Python) or ptpython's IPython flavour (both installed in the wheel's venv, put on
+/// `PYTHONPATH`), what upstream embeds.
 #[derive(Clone, Copy, PartialEq)]
 enum Prompt {
     Console,
@@ -42,7 +43,11 @@ fn repl_session(prompt: Prompt) {
     let tmux = Tmux::start(scenario.path(), &line);
     // The driver, QEMU and its helpers.
     let running = || tmux.processes_naming(scenario.path());
-    tmux.wait_for(">>>", Duration::from_secs(30));
+    // ptpython's IPython flavour, as upstream embeds it (the venv has both).
+    tmux.wait_for(if prompt == Prompt::Ptpython { "In [1]:" } else { ">>>" }, Duration::from_secs(30));
+    if prompt == Prompt::Ptpython {
+        assert!(tmux.screen().contains("IPython"), "not ptpython's IPython flavour:\n{}", tmux.screen());
+    }
 
     // The first command boots the machine.
     tmux.type_line("machine.succeed('echo hello from the ' + 'guest')");
