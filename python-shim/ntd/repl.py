@@ -21,7 +21,7 @@ def prompt(symbols: dict[str, Any], history_path: str) -> None:
 
         # As upstream: the deprecations of driver methods show in the session.
         enable_deprecation_warnings()
-        ipython_embed(user_ns=symbols, history_filename=history_path)
+        ipython_embed(user_ns=symbols, history_filename=history_path)  # type: ignore[no-untyped-call,unused-ignore]
     elif flavour == "ptpython":
         from ptpython.repl import embed, enable_deprecation_warnings  # type: ignore[import-not-found,unused-ignore]
 
