@@ -1,7 +1,7 @@
 # ntd as a Nix package, in place of nixpkgs' Python `nixos-test-driver`.
 #
 # It takes the arguments nixpkgs' test framework overrides the driver package with
-# (`.override { enableOCR; extraPythonPackages; qemu_pkg; enableNspawn; }`, see
+# (`.override { enableOCR; extraPythonPackages; qemu_pkg; enableNspawn; enableRuntimeDeps; }`, see
 # nixos/lib/testing/driver.nix) and provides what the framework runs:
 #   bin/nixos-test-driver       the driver (Rust, with an embedded Python for the test script)
 #   bin/generate-driver-symbols the globals a test script gets, for the pyflakes lint
@@ -23,6 +23,8 @@
   qemu_pkg ? qemu_test,
   enableOCR ? false,
   enableNspawn ? false,
+  # Upstream's newest switch for the tools and REPL packages below (off for a lean build).
+  enableRuntimeDeps ? true,
   extraPythonPackages ? (_: [ ]),
 }:
 
@@ -41,9 +43,11 @@ let
   runtimeTools =
     [
       qemu_pkg
+      coreutils
+    ]
+    ++ lib.optionals enableRuntimeDeps [
       vde2
       socat
-      coreutils
       util-linux
       netpbm
     ]
@@ -54,10 +58,12 @@ let
 
   # Importable from test scripts and by the type check; ptpython with IPython is the REPL
   # upstream embeds.
-  pythonDependencies = [
-    python3Packages.ptpython
-    python3Packages.ipython
-  ] ++ extraPythonPackages python3Packages;
+  pythonDependencies =
+    lib.optionals enableRuntimeDeps [
+      python3Packages.ptpython
+      python3Packages.ipython
+    ]
+    ++ extraPythonPackages python3Packages;
 in
 lib.warnIf enableNspawn
   "ntd runs QEMU machines only: a test with `containers` fails with an error saying so"

@@ -27,8 +27,19 @@ let
     enableNspawn = (config.containers or { }) != { };
   };
 
-  # As the driver binds them: `my-vm` is `my_vm`.
-  pythonize = name: lib.replaceStrings [ "-" ] [ "_" ] name;
+  # As the driver binds them (`pythonize_name`): a first character other than [A-Za-z_], and any
+  # other character other than [A-Za-z0-9_], becomes `_` (`my-vm` is `my_vm`, `1x` is `_x`).
+  pythonize =
+    name:
+    builtins.concatStringsSep "" (
+      builtins.genList (
+        i:
+        let
+          c = builtins.substring i 1 name;
+        in
+        if builtins.match (if i == 0 then "[A-Za-z_]" else "[A-Za-z0-9_]") c == null then "_" else c
+      ) (builtins.stringLength name)
+    );
   machineNames = map pythonize (lib.attrNames config.nodes);
   vlans = config.driverConfiguration.vlans;
 

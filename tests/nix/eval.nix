@@ -80,6 +80,16 @@ let
     hostPkgs = pkgs;
   };
   driver = ntdLib.mkDriver { inherit pkgs ntd; config = testConfig; };
+  # Node names the driver pythonizes beyond `-`: as `pythonize_name` does.
+  oddDriver = ntdLib.mkDriver {
+    inherit pkgs ntd;
+    config = testConfig // {
+      nodes = {
+        "1x" = { };
+        "a.b" = { };
+      };
+    };
+  };
   singleDriver = ntdLib.mkDriver {
     inherit pkgs ntd;
     config = testConfig // {
@@ -159,20 +169,26 @@ let
     "package: on PATH as upstream's: QEMU, vde2, socat, coreutils, util-linux, netpbm; no OCR tools by default" =
       toolNames ntd == [
         "qemu_test"
+        "coreutils"
         "vde2"
         "socat"
-        "coreutils"
         "util-linux"
         "netpbm"
       ]
       && onPath ntd;
+    "override enableRuntimeDeps = false: only QEMU and coreutils, no REPL packages (upstream's switch)" =
+      toolNames (ntd.override { enableRuntimeDeps = false; }) == [
+        "qemu_test"
+        "coreutils"
+      ]
+      && !(builtins.elem pkgs.python3Packages.ptpython (ntd.override { enableRuntimeDeps = false; }).dependencies);
     "package: mainProgram" = ntd.meta.mainProgram == "nixos-test-driver";
     "override enableOCR: ImageMagick (imagemagick_light) and tesseract (English) on PATH too, as upstream's" =
       toolNames withOCR == [
         "qemu_test"
+        "coreutils"
         "vde2"
         "socat"
-        "coreutils"
         "util-linux"
         "netpbm"
         "imagemagick"
@@ -207,6 +223,8 @@ let
       && hasInfix "hello from machine" minimalNode.systemd.services.hello.script;
     "mkDriver: name and main program" =
       driver.name == "nixos-test-driver-two-nodes" && driver.meta.mainProgram == "nixos-test-driver";
+    "mkDriver: node names pythonized as the driver does (1x is _x, a.b is a_b)" =
+      hasInfix "_x: QemuMachine;" oddDriver.script && hasInfix "a_b: QemuMachine;" oddDriver.script;
     "mkDriver: typed declarations per node and VLAN" =
       hasInfix "my_client: QemuMachine;" driver.script && hasInfix "server: QemuMachine;" driver.script
       && hasInfix "vlan1: VLan;" driver.script && !(hasInfix "machine: QemuMachine;" driver.script);

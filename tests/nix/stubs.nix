@@ -60,6 +60,7 @@ let
         sitePackages = "lib/python3.13/site-packages";
       };
       ptpython = package "ptpython";
+      ipython = package "ipython";
       pyflakes = package "pyflakes";
       requests = package "requests";
       makePythonPath = drvs: lib.concatMapStringsSep ":" (d: "${d.outPath}/lib/python3.13/site-packages") drvs;
