@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -65,6 +66,8 @@ def retry(
     if timeout_seconds is not None:
         if timeout is not None:
             raise TypeError("retry() got both 'timeout' and 'timeout_seconds' arguments. Pass only 'timeout'")
+        if not isinstance(timeout_seconds, datetime.timedelta):
+            warnings.warn("retry(): The 'timeout_seconds' argument is deprecated. Use 'timeout' instead.")
         timeout = timeout_seconds
     _native.retry(fn, as_timedelta(timeout) if timeout is not None else _DEFAULT_TIMEOUT)
 
@@ -373,8 +376,8 @@ class Driver:
 
     def run_tests(self) -> None:
         """Run the test script (for non-interactive runs), then `sync` every machine that is up."""
-        shown = int(self.global_timeout) if self.global_timeout == int(self.global_timeout) else self.global_timeout
-        self.logger.info(f"Test will time out and terminate in {shown} seconds")
+        # Upstream's newest writes the timedelta's total_seconds(): `3600.0`.
+        self.logger.info(f"Test will time out and terminate in {float(self.global_timeout)} seconds")
         self._opened().arm_global_timeout()
         self.test_script()
         for machine in self.machines:
@@ -483,6 +486,13 @@ class Driver:
                 timeout_seconds: "datetime.timedelta | int | float | None" = None,
                 timeout: "datetime.timedelta | None" = None,
             ) -> None:
+                # Upstream's newest rules and words for the two spellings of the timeout.
+                if timeout_seconds is not None:
+                    if timeout is not None:
+                        raise TypeError("wait() got both 'timeout' and 'timeout_seconds' arguments. Pass only 'timeout'")
+                    if not isinstance(timeout_seconds, datetime.timedelta):
+                        warnings.warn("wait(): The 'timeout_seconds' argument is deprecated. Use 'timeout' instead.")
+                    timeout, timeout_seconds = as_timedelta(timeout_seconds), None
                 description = self.condition.description
 
                 def holds(last: bool) -> bool:

@@ -279,6 +279,12 @@ fn parse_clock(text: &str) -> Option<Duration> {
     seconds(days * 86_400.0 + total)
 }
 
+/// A number of seconds as Python's `str(float)` writes it (`3600.0`, `1.5`): how upstream's
+/// newest driver, whose durations are `timedelta`s, prints `total_seconds()`.
+pub fn python_float(seconds: f64) -> String {
+    if seconds.fract() == 0.0 && seconds.abs() < 1e16 { format!("{seconds:.1}") } else { seconds.to_string() }
+}
+
 /// A duration as upstream prints an `int` of seconds: `900`, or `1.5` when fractional.
 pub fn format_seconds(duration: Duration) -> String {
     if duration.subsec_nanos() == 0 { duration.as_secs().to_string() } else { duration.as_secs_f64().to_string() }

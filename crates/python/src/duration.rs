@@ -36,12 +36,13 @@ impl<'a, 'py> FromPyObject<'a, 'py> for PyDuration {
         }
         // bool is an int in Python, but `timeout=True` is a mistake worth reporting.
         if obj.is_instance_of::<pyo3::types::PyBool>() {
-            return Err(PyTypeError::new_err("a duration must be seconds or a datetime.timedelta, not a bool"));
+            return Err(PyTypeError::new_err(format!("expected a duration, got bool: {}", obj.repr()?)));
         }
         match obj.extract::<f64>() {
             Ok(secs) => from_seconds(secs).map(PyDuration),
+            // Upstream's words (`as_timedelta`).
             Err(_) => Err(PyTypeError::new_err(format!(
-                "a duration must be seconds (int or float) or a datetime.timedelta, not {}",
+                "expected a timedelta, int, or float duration, got {}",
                 obj.get_type().name()?
             ))),
         }

@@ -40,7 +40,7 @@ fn global_timeout_interrupts_python_code() {
     let run =
         scenario.run(&repo_file("tests/e2e/global_timeout_in_python.py"), &["--global-timeout", "3"], SMOKE_LIMIT);
     run.assert_status(143);
-    run.assert_stderr_contains("Test will time out and terminate in 3 seconds");
+    run.assert_stderr_contains("Test will time out and terminate in 3.0 seconds");
     run.assert_stderr_contains("timeout reached; test terminating...");
     run.assert_stderr_contains("!!! the test was stopped by its global timeout (3 seconds)");
 }

@@ -17,7 +17,7 @@ fn json_config_names_machines() {
     let config = scenario.write("driverConfiguration.json", &config.to_string());
     let run = scenario.run_command(scenario.command(&["--config", &config.to_string_lossy()]), SMOKE_LIMIT);
     run.assert_status(0);
-    run.assert_stderr_contains("Test will time out and terminate in 600 seconds");
+    run.assert_stderr_contains("Test will time out and terminate in 600.0 seconds");
 }
 
 #[test]
@@ -29,7 +29,7 @@ fn legacy_environment_variables() {
     command.env("startScripts", &script).env("testScript", &test).env("globalTimeout", "500").env("vlans", "");
     let run = scenario.run_command(command, SMOKE_LIMIT);
     run.assert_status(0);
-    run.assert_stderr_contains("Test will time out and terminate in 500 seconds");
+    run.assert_stderr_contains("Test will time out and terminate in 500.0 seconds");
 }
 
 #[test]

@@ -89,7 +89,7 @@ fn two_machines_on_a_vlan_pass_with_upstreams_log() {
     assert!(run.stdout.contains("the script ran to its end\n"), "{}", run.stdout);
 
     // Upstream's lines: the switch, the machines, each command and wait as a block.
-    run.assert_stderr_contains("Test will time out and terminate in 604800 seconds\n");
+    run.assert_stderr_contains("Test will time out and terminate in 604800.0 seconds\n");
     run.assert_stderr_contains("\nrunning vlan (pid ");
     run.assert_stderr_contains("\nalpha: QEMU running (pid ");
     run.assert_stderr_contains("\nalpha: connected to guest root shell\n");
@@ -145,7 +145,7 @@ fn a_driver_configuration_runs_as_runnixostest_writes_it() {
     let run = scenario.run_command(scenario.command(&["--config", &config.to_string_lossy()]), LIMIT);
     run.assert_status(0);
     assert_eq!(run.stdout.lines().last(), Some("server client"), "{}", run.stdout);
-    run.assert_stderr_contains("Test will time out and terminate in 600 seconds\n");
+    run.assert_stderr_contains("Test will time out and terminate in 600.0 seconds\n");
     assert_eq!(run.stderr.matches("\nrunning vlan (pid ").count(), 2, "{}", run.stderr);
     assert_finished(&run, Some("client"), "waiting for unit multi-user.target");
     run.assert_stderr_contains("\ntest script finished in ");
@@ -200,7 +200,7 @@ fn the_older_environment_variables_name_machines_and_script() {
     let run = scenario.run_command(command, LIMIT);
     run.assert_status(0);
     assert_eq!(run.stdout.lines().last(), Some("legacy"), "{}", run.stdout);
-    run.assert_stderr_contains("Test will time out and terminate in 500 seconds\n");
+    run.assert_stderr_contains("Test will time out and terminate in 500.0 seconds\n");
     run.assert_stderr_contains("/vde3.ctl)\n");
 }
 

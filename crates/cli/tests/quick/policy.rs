@@ -49,7 +49,7 @@ fn the_global_timeout_stops_a_command() {
     let start = Instant::now();
     let run = scenario.run(&script, &["--global-timeout", "3"], LIMIT);
     run.assert_status(143);
-    run.assert_stderr_contains("Test will time out and terminate in 3 seconds\n");
+    run.assert_stderr_contains("Test will time out and terminate in 3.0 seconds\n");
     run.assert_stderr_contains("\ntimeout reached; test terminating...\n");
     run.assert_stderr_contains("\n!!! Test \"long\" was interrupted\n");
     run.assert_stderr_contains("\n!!! the test was stopped by its global timeout (3 seconds)\n");

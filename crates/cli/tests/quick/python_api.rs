@@ -125,7 +125,9 @@ assert command == (
     " -drive id=hda,file=/disk.qcow2,werror=report,if=none -device scsi-hd,drive=hda -m 768"
 ), command
 assert (name, keep) == ("legacy", False)
-beta = create_machine({"startCommand": os.environ["QUICK_START_SCRIPT"], "name": "beta"})
+# (A relative script path means one under the driver's directory, though QEMU starts in the
+# machine's state directory.)
+beta = create_machine({"startCommand": os.path.relpath(os.environ["QUICK_START_SCRIPT"]), "name": "beta"})
 assert beta.name == "beta" and beta.succeed("hostname") == "beta\n"
 beta.shutdown()
 for bad in [{"startCommand": 1}, {"startCommand": "x", "bogus": 1}, {"cdromm": "x"}]:

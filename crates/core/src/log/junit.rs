@@ -80,11 +80,6 @@ pub struct JunitReport {
 /// The `tracing` layer of a [`JunitReport`].
 pub type JunitLayer = SinkLayer<Arc<JunitReport>>;
 
-/// A number of seconds as Python's `str(float)` writes it: `1.5`, `3.0`.
-fn python_float(seconds: f64) -> String {
-    if seconds.fract() == 0.0 && seconds.abs() < 1e16 { format!("{seconds:.1}") } else { seconds.to_string() }
-}
-
 impl JunitReport {
     /// An empty report; the run starts now.
     pub fn new() -> Arc<JunitReport> {
@@ -112,7 +107,7 @@ impl JunitReport {
         let failures = cases.iter().filter(|case| case.2).count();
         let tests = cases.len();
         let total: f64 = cases.iter().map(|case| case.1).sum();
-        let total = python_float(total);
+        let total = crate::config::python_float(total);
         let mut xml = String::from("<?xml version=\"1.0\" ?>\n");
         xml.push_str(&format!(
             "<testsuites disabled=\"0\" errors=\"0\" failures=\"{failures}\" tests=\"{tests}\" time=\"{total}\">\n"

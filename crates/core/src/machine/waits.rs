@@ -259,7 +259,8 @@ impl Machine {
 
     /// Upstream's `sleep(secs)`: sleep in guest time (`succeed("sleep N")`).
     pub async fn sleep(&self, duration: Duration) -> Result<()> {
-        self.succeed(&[format!("sleep {}", crate::config::format_seconds(duration))], None).await?;
+        // Upstream's newest sleeps `total_seconds()`: `sleep 5.0`.
+        self.succeed(&[format!("sleep {}", crate::config::python_float(duration.as_secs_f64()))], None).await?;
         Ok(())
     }
 }

@@ -297,8 +297,17 @@ impl BaseMachine {
     /// Sleep in guest time (`sleep N` in the guest).
     #[pyo3(signature = (secs=None, duration=None))]
     fn sleep(&self, py: Python<'_>, secs: Option<PyDuration>, duration: Option<PyDuration>) -> PyResult<()> {
-        let Some(duration) = duration.or(secs) else {
-            return Err(pyo3::exceptions::PyTypeError::new_err("sleep() needs a duration"));
+        // Upstream's newest rules and words.
+        let duration = match (secs, duration) {
+            (Some(_), Some(_)) => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "sleep() got both 'duration' and 'secs'. Pass only 'duration'",
+                ));
+            }
+            (None, None) => {
+                return Err(pyo3::exceptions::PyTypeError::new_err("sleep() missing required argument 'duration'"));
+            }
+            (Some(duration), None) | (None, Some(duration)) => duration,
         };
         self.call(py, Traced::new("sleep"), self.core()?.sleep(duration.0))
     }

@@ -106,7 +106,13 @@ impl QemuMachine {
     /// Create a machine: prepare its state directory (wiped unless `keep_machine_state`) and
     /// the shared directory, as upstream's constructor does. Nothing is started.
     pub fn new(config: QemuConfig) -> Result<QemuMachine> {
-        let start_command = StartCommand::new(config.start_command.clone());
+        // The command runs in the state directory: a relative script path (`./result/bin/…`,
+        // as a library user or `create_machine` passes it) means one under this process's
+        // directory.
+        let start_command = match std::env::current_dir() {
+            Ok(cwd) => StartCommand::new(config.start_command.clone()).absolutized(&cwd),
+            Err(_) => StartCommand::new(config.start_command.clone()),
+        };
         let name = config.name.clone().unwrap_or_else(|| start_command.machine_name());
         let console = Console::new(Some(faults::describe_fault));
         let base = Arc::new(Base::prepare(
