@@ -186,7 +186,14 @@ class Driver:
         self._vlan_ids = list(vlans)
         self._tests = tests
         self._test_script_path = Path(test_script_path) if test_script_path is not None else None
-        self.out_dir = Path(out_dir) if out_dir is not None else Path.cwd()
+        # The output directory: given, or the native driver's (nixos-test-driver's `-o`), or
+        # the current directory.
+        if out_dir is not None:
+            self.out_dir = Path(out_dir)
+        elif native is not None:
+            self.out_dir = Path(native.out_dir)
+        else:
+            self.out_dir = Path.cwd()
         self.logger = logger if logger is not None else _native.Logger()
         self.keep_machine_state = keep_machine_state
         self._global_timeout = as_timedelta(global_timeout)

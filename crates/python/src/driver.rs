@@ -171,6 +171,12 @@ impl Driver {
         self.vlans.clone_ref(py)
     }
 
+    /// The output directory (`-o`): where screenshots and copied files go.
+    #[getter]
+    fn out_dir(&self) -> std::path::PathBuf {
+        self.core.out_dir().to_owned()
+    }
+
     /// The global timeout in seconds.
     #[getter]
     fn global_timeout(&self) -> f64 {

@@ -31,3 +31,4 @@ mod start_script;
 mod telemetry;
 mod templates;
 mod typing;
+mod upstream;

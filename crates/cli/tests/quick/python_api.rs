@@ -39,6 +39,8 @@ assert issubclass(TestScriptError, Exception)
 assert isinstance(debug, DebugAbstract) and isinstance(debug, DebugNop)
 assert isinstance(log, AbstractLogger)
 assert pythonize_name("my-machine") == "my_machine"
+# `driver.out_dir` is the output directory (`-o`), as the machines' is.
+assert driver.out_dir == alpha.out_dir and driver.out_dir.name == "out", (driver.out_dir, alpha.out_dir)
 
 start_all()
 assert isinstance(alpha, QemuMachine) and isinstance(alpha, BaseMachine)

@@ -98,9 +98,16 @@ impl Machine {
 
     /// Wait until `check` (a shell condition) holds: in the guest, or from the host while
     /// polling conditions are active. Either way, upstream's timeout semantics.
+    ///
+    /// A single check (the last one after the loop timed out, or each host-side one) is bounded
+    /// by the wait's timeout, as each attempt of `wait_until_succeeds` is: a check that blocks
+    /// (a TCP connect whose SYNs are dropped waits some two minutes for the kernel to give up)
+    /// must not take the wait far past its caller's budget. nixpkgs' `attempt-timeout` test
+    /// holds a 5 s `wait_for_open_port` on such a port to under a minute.
     pub(crate) async fn wait_for_condition(&self, check: &str, interval: &str, timeout: Duration) -> Result<()> {
         let once = || async move {
-            let (status, _) = self.execute(check, ExecuteOptions::default()).await?;
+            let options = ExecuteOptions { timeout: Some(timeout), ..ExecuteOptions::default() };
+            let (status, _) = self.execute(check, options).await?;
             Ok::<_, Error>(status == 0)
         };
         if self.host_side_waits() {
