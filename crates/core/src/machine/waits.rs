@@ -64,6 +64,9 @@ fn tcp_check(addr: &str, port: u16) -> String {
     )
 }
 
+/// The least time a single check of a wait is given (see `wait_for_condition`).
+const CHECK_FLOOR: Duration = Duration::from_secs(10);
+
 impl Machine {
     /// Run an in-guest wait loop under `timeout`.
     /// `what` says what is awaited, for an error (the loop's script says little to a user).
@@ -106,7 +109,9 @@ impl Machine {
     /// holds a 5 s `wait_for_open_port` on such a port to under a minute.
     pub(crate) async fn wait_for_condition(&self, check: &str, interval: &str, timeout: Duration) -> Result<()> {
         let once = || async move {
-            let options = ExecuteOptions { timeout: Some(timeout), ..ExecuteOptions::default() };
+            // At least CHECK_FLOOR: a wait with a tiny (or zero) timeout still gets its one
+            // check, as upstream's `retry` gives it, answered.
+            let options = ExecuteOptions { timeout: Some(timeout.max(CHECK_FLOOR)), ..ExecuteOptions::default() };
             let (status, _) = self.execute(check, options).await?;
             Ok::<_, Error>(status == 0)
         };
