@@ -217,12 +217,13 @@ class EfiVariable:
         `deserialize` makes one: constructed bare, fields set, flags read."""
         variable = cls()
         for key, value in fields.items():
+            if key == "timestamp":
+                value = UEFITime()
+                for part, number in fields["timestamp"].items():
+                    setattr(value, part, number)
+            elif key == "vendorUUID":
+                value = uuid.UUID(bytes=value)
             setattr(variable, key, value)
-        timestamp = UEFITime()
-        for key, value in fields["timestamp"].items():
-            setattr(timestamp, key, value)
-        variable.timestamp = timestamp
-        variable.vendorUUID = uuid.UUID(bytes=fields["vendorUUID"])
         variable._read_flags()
         return variable
 

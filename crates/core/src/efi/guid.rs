@@ -18,12 +18,12 @@ pub struct Guid([u8; 16]);
 /// taken as disk-order bytes, so its canonical form here looks swapped: that is the value
 /// upstream's `EfiGuid.gEfiSecureBootEnableDisableGuid` has, kept for names to resolve alike.
 const KNOWN: [(&str, Guid); 16] = [
-    ("gEfiSystemNvDataFvGuid", Guid::parse_const("fff12b8d-7696-4c8b-a985-2747075b4f50")),
-    ("gEfiAuthenticatedVariableGuid", Guid::parse_const("aaf32c78-947b-439a-a180-2e144ec37792")),
+    ("gEfiSystemNvDataFvGuid", Guid::SYSTEM_NV_DATA_FV),
+    ("gEfiAuthenticatedVariableGuid", Guid::AUTHENTICATED_VARIABLE),
     ("gEdkiiVarErrorFlagGuid", Guid::parse_const("04b37fe8-f6ae-480b-bdd5-37d98c5e89aa")),
     ("gEfiMemoryTypeInformationGuid", Guid::parse_const("4c19049f-4137-4dd3-9c10-8b97a83ffdfa")),
     ("gMtcVendorGuid", Guid::parse_const("eb704011-1402-11d3-8e77-00a0c969723b")),
-    ("gEfiGlobalVariableGuid", Guid::parse_const("8be4df61-93ca-11d2-aa0d-00e098032b8c")),
+    ("gEfiGlobalVariableGuid", Guid::GLOBAL_VARIABLE),
     // Registered as "Iscsi" while upstream's attribute is `gEfiIScsiInitiatorNameProtocolGuid`.
     ("gEfiIscsiInitiatorNameProtocolGuid", Guid::parse_const("59324945-ec44-4c0d-b1cd-9db139df070c")),
     ("gEfiIp4Config2ProtocolGuid", Guid::parse_const("5b446ed1-e30b-4faa-871a-3654eca36080")),
@@ -80,6 +80,17 @@ const fn text_bytes(text: &str) -> Option<[u8; 16]> {
 }
 
 impl Guid {
+    /// `gEfiSystemNvDataFvGuid`: the file system of a firmware volume holding non-volatile
+    /// data, as the variable flash is.
+    pub const SYSTEM_NV_DATA_FV: Guid = Guid::parse_const("fff12b8d-7696-4c8b-a985-2747075b4f50");
+    /// `gEfiAuthenticatedVariableGuid`: a variable store of authenticated variables.
+    pub const AUTHENTICATED_VARIABLE: Guid = Guid::parse_const("aaf32c78-947b-439a-a180-2e144ec37792");
+    /// `gEfiGlobalVariableGuid` (`EFI_GLOBAL_VARIABLE`): the vendor of the variables the UEFI
+    /// specification defines (`BootOrder`, `Boot0000`, `Timeout`, …).
+    pub const GLOBAL_VARIABLE: Guid = Guid::parse_const("8be4df61-93ca-11d2-aa0d-00e098032b8c");
+    /// `gEdkiiWorkingBlockSignatureGuid`: the signature of a fault-tolerant write working block.
+    pub const WORKING_BLOCK_SIGNATURE: Guid = Guid::parse_const("9e58292b-7c68-497d-a0ce-6500fd9f1b95");
+
     /// The GUID whose bytes on disk are `bytes`.
     pub const fn from_bytes(bytes: [u8; 16]) -> Guid {
         Guid(bytes)

@@ -198,7 +198,7 @@ mod tests {
         let from_guest = live.iter().find(|v| v.name == "FromGuest").expect("the variable Linux created");
         assert_eq!((from_guest.vendor, from_guest.data.as_slice()), (demo_vendor(), &b"from the guest"[..]));
         assert_eq!(demo[0].attributes, 7);
-        let global = Guid::from_name("gEfiGlobalVariableGuid").expect("known");
+        let global = Guid::GLOBAL_VARIABLE;
         let boot_order = live.iter().find(|v| v.name == "BootOrder").expect("OVMF's BootOrder");
         assert_eq!((boot_order.vendor, boot_order.attributes), (global, 7));
         // Every live variable encodes back to the bytes OVMF wrote.

@@ -40,24 +40,13 @@ const STORE_HEALTHY: u8 = 0xFE;
 /// Variables start at a multiple of this (`HEADER_ALIGNMENT`).
 const ALIGNMENT: usize = 4;
 
-/// The GUID naming the volume's file system: non-volatile data (`gEfiSystemNvDataFvGuid`).
-fn volume_guid() -> Guid {
-    Guid::from_name("gEfiSystemNvDataFvGuid").unwrap_or_else(|| unreachable!("a registered name"))
-}
-
-/// The GUID of a store of authenticated variables (`gEfiAuthenticatedVariableGuid`).
-fn store_guid() -> Guid {
-    Guid::from_name("gEfiAuthenticatedVariableGuid").unwrap_or_else(|| unreachable!("a registered name"))
-}
-
 /// The fault-tolerant write working block header of an empty store, so that OVMF takes the
 /// spare area as clean: the signature `gEdkiiWorkingBlockSignatureGuid`, the header's CRC32 as
 /// edk2 computes it, the state byte (working block valid), three reserved bytes, and the write
 /// queue size (the rest of the 4 KiB block).
 fn ftw_working_header() -> [u8; 32] {
-    let signature = Guid::parse("9e58292b-7c68-497d-a0ce-6500fd9f1b95").unwrap_or_else(|_| unreachable!("a GUID"));
     let mut header = [0u8; 32];
-    header[..16].copy_from_slice(signature.as_bytes());
+    header[..16].copy_from_slice(Guid::WORKING_BLOCK_SIGNATURE.as_bytes());
     header[16..20].copy_from_slice(&0x642c_af2c_u32.to_le_bytes());
     header[20..24].copy_from_slice(&[0xFE, 0xFF, 0xFF, 0xFF]);
     header[24..32].copy_from_slice(&(BLOCK_SIZE as u64 - 32).to_le_bytes());
@@ -67,7 +56,7 @@ fn ftw_working_header() -> [u8; 32] {
 fn volume_header() -> [u8; VOLUME_HEADER_SIZE] {
     let mut header = [0u8; VOLUME_HEADER_SIZE];
     // 16 zero bytes (the reset vector), then the file system GUID.
-    header[16..32].copy_from_slice(volume_guid().as_bytes());
+    header[16..32].copy_from_slice(Guid::SYSTEM_NV_DATA_FV.as_bytes());
     header[32..40].copy_from_slice(&(STORE_SIZE as u64).to_le_bytes());
     header[40..44].copy_from_slice(VOLUME_SIGNATURE);
     header[44..48].copy_from_slice(&VOLUME_ATTRIBUTES.to_le_bytes());
@@ -86,7 +75,7 @@ fn volume_header() -> [u8; VOLUME_HEADER_SIZE] {
 
 fn store_header() -> [u8; STORE_HEADER_SIZE] {
     let mut header = [0u8; STORE_HEADER_SIZE];
-    header[..16].copy_from_slice(store_guid().as_bytes());
+    header[..16].copy_from_slice(Guid::AUTHENTICATED_VARIABLE.as_bytes());
     header[16..20].copy_from_slice(&((VARIABLES_END - VOLUME_HEADER_SIZE) as u32).to_le_bytes());
     header[20] = STORE_FORMATTED;
     header[21] = STORE_HEALTHY;
@@ -145,7 +134,7 @@ pub fn parse(store: &[u8]) -> Result<Vec<Variable>, FormatError> {
         return Err(FormatError::NotFirmwareVolume);
     }
     let volume = guid_at(store, 16);
-    if volume != volume_guid() {
+    if volume != Guid::SYSTEM_NV_DATA_FV {
         return Err(FormatError::UnexpectedVolume(volume));
     }
     let store_at = u16_at(store, 48) as usize;
@@ -153,7 +142,7 @@ pub fn parse(store: &[u8]) -> Result<Vec<Variable>, FormatError> {
         return Err(FormatError::Truncated { offset: store_at });
     }
     let kind = guid_at(store, store_at);
-    if kind != store_guid() {
+    if kind != Guid::AUTHENTICATED_VARIABLE {
         return Err(FormatError::UnexpectedStore(kind));
     }
     match (store[store_at + 20], store[store_at + 21]) {
