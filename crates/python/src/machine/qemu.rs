@@ -210,10 +210,11 @@ impl QemuMachine {
         self.call(py, Traced::new("write_efi_vars"), self.qemu()?.write_efi_vars(add))
     }
 
-    /// Print every variable in the store to stdout, as upstream (ovmfvartool's format).
-    fn dump_efi_vars(&self, py: Python<'_>) -> PyResult<()> {
-        for variable in self.read_efi_vars(py)? {
-            variable.call_method0("print")?;
+    /// Print every variable in the store to stdout, as upstream (ovmfvartool's format). Reads
+    /// through `self.read_efi_vars()`, as upstream, so a subclass's override is used.
+    fn dump_efi_vars(slf: &Bound<'_, Self>) -> PyResult<()> {
+        for variable in slf.call_method0("read_efi_vars")?.try_iter()? {
+            variable?.call_method0("print")?;
         }
         Ok(())
     }
