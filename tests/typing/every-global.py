@@ -1,6 +1,9 @@
 # A test script touching every global a script gets, written as scripts in nixpkgs write them:
 # it must type-check and lint clean (scripts/check-test-script --vlan 1 every-global.py server client).
 import datetime
+import uuid
+
+from test_driver.efi import EfiGuid, EfiVariable
 
 start_all()
 server.wait_for_unit("multi-user.target", timeout=60)
@@ -30,6 +33,16 @@ with log.nested("looking around"):
     log.info(f"{len(machines)} machines, {len(vlans)} VLANs, out dir {driver.out_dir}")
     for m in machines:
         m.screenshot(os.path.join(str(driver.out_dir), m.name))
+
+client.create_efi_vars()
+client.write_efi_vars(
+    [EfiVariable(vendor_uuid=uuid.uuid4(), name="Demo", data=b"\x2a", flags=EfiVariable.Flags.NON_VOLATILE)]
+)
+for variable in client.read_efi_vars():
+    if variable.vendorUUID == EfiGuid.gEfiGlobalVariableGuid and not variable.isDeleted:
+        variable.print()
+client.dump_efi_vars()
+log.info(f"UEFI variables in {client.efi_vars_path}")
 
 extra = create_machine("run-extra-vm", name="extra", keep_vm_state=True)
 extra.start(allow_reboot=True)

@@ -15,7 +15,8 @@
 //!   and lifecycle of one kind of machine;
 //! - [`machine::qemu::QemuMachine`]: a QEMU VM (`QemuMachine`): the backdoor shell, QMP, the
 //!   monitor, the screen, keys and the serial console;
-//! - [`vlan::VLan`], [`process`] (supervision of every child), [`retry`], [`config`].
+//! - [`vlan::VLan`], [`process`] (supervision of every child), [`retry`], [`config`];
+//! - [`efi`]: OVMF's UEFI variable store, which QEMU machines' EFI helpers read and write.
 //!
 //! The API is async (tokio). Every blocking operation takes a deadline or honours upstream's
 //! default one; every child process is supervised by [`process`] and reaped.
@@ -34,6 +35,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod efi;
 pub mod errors;
 pub mod log;
 pub mod machine;

@@ -25,6 +25,7 @@ macro_rules! source {
 const SOURCES: &[Source] = &[
     source!("ntd", "ntd/__init__.py"),
     source!("ntd.errors", "ntd/errors.py"),
+    source!("ntd.efi", "ntd/efi.py"),
     source!("ntd.duration", "ntd/duration.py"),
     source!("ntd.debug", "ntd/debug.py"),
     source!("ntd.repl", "ntd/repl.py"),
@@ -34,6 +35,7 @@ const SOURCES: &[Source] = &[
     source!("ntd.driver", "ntd/driver.py"),
     source!("test_driver", "test_driver/__init__.py"),
     source!("test_driver.errors", "test_driver/errors.py"),
+    source!("test_driver.efi", "test_driver/efi.py"),
     source!("test_driver.debug", "test_driver/debug.py"),
     source!("test_driver.polling_condition", "test_driver/polling_condition.py"),
     source!("test_driver.vlan", "test_driver/vlan.py"),

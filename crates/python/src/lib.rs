@@ -1,14 +1,16 @@
 //! ntd-python: ntd-core as the Python API NixOS test scripts use.
 //!
 //! The native module `ntd._native` holds thin wrappers named as upstream's classes
-//! (`BaseMachine`, `QemuMachine`, `NspawnMachine`, `VLan`, the logger) and the native half of the driver; the
-//! `ntd` Python package beside it (`python-shim/ntd/`) runs test scripts with upstream's
-//! globals. Two ways in: [`embed`] puts both into the interpreter of a Rust binary (the
-//! `nixos-test-driver` CLI); the `_native` extension module below is what `import ntd` loads
-//! from the wheel (`maturin build`, see `python-shim/pyproject.toml`).
+//! (`BaseMachine`, `QemuMachine`, `NspawnMachine`, `VLan`, the logger, `EfiVars`), the codec of
+//! UEFI variables ([`efi`]) and the native half of the driver; the `ntd` Python package beside
+//! it (`python-shim/ntd/`) runs test scripts with upstream's globals. Two ways in: [`embed`]
+//! puts both into the interpreter of a Rust binary (the `nixos-test-driver` CLI); the
+//! `_native` extension module below is what `import ntd` loads from the wheel (`maturin
+//! build`, see `python-shim/pyproject.toml`).
 
 pub mod driver;
 pub mod duration;
+pub mod efi;
 pub mod embed;
 pub mod errors;
 pub mod logger;
@@ -28,9 +30,15 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<driver::VLan>()?;
     module.add_class::<logger::Logger>()?;
     module.add_class::<logger::LogBlock>()?;
+    module.add_class::<efi::EfiVars>()?;
     module.add_function(wrap_pyfunction!(load_driver_configuration, module)?)?;
     module.add_function(wrap_pyfunction!(retry::retry, module)?)?;
     module.add_function(wrap_pyfunction!(ocr_screenshot, module)?)?;
+    module.add_function(wrap_pyfunction!(efi::efi_encode_variable, module)?)?;
+    module.add_function(wrap_pyfunction!(efi::efi_describe_variable, module)?)?;
+    module.add_function(wrap_pyfunction!(efi::efi_read_variable, module)?)?;
+    module.add_function(wrap_pyfunction!(efi::efi_resolve_guid, module)?)?;
+    module.add_function(wrap_pyfunction!(efi::efi_lookup_guid, module)?)?;
     Ok(())
 }
 

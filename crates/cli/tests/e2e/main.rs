@@ -14,6 +14,7 @@ mod commands;
 mod common;
 mod debian;
 mod debug_hook;
+mod efi;
 mod examples;
 mod failures;
 mod faults;

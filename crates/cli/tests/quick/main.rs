@@ -15,6 +15,7 @@
 #[allow(dead_code)]
 mod common;
 
+mod efi;
 mod failures;
 mod harness;
 mod passing;

@@ -156,11 +156,31 @@ const XML: &str = "\
     </logfile>\n";
 
 const JUNIT: &str = "\
-    <?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
-    <testsuites tests=\"3\" failures=\"3\" errors=\"0\" skipped=\"0\" time=\"T\">\n\
-    \t<testsuite name=\"NixOS integration test\" tests=\"3\" errors=\"0\" failures=\"3\" skipped=\"0\" time=\"T\">\n\
+    <?xml version=\"1.0\" ?>\n\
+    <testsuites disabled=\"0\" errors=\"0\" failures=\"2\" tests=\"2\" time=\"T\">\n\
+    \t<testsuite disabled=\"0\" errors=\"0\" failures=\"2\" name=\"NixOS integration test\" skipped=\"0\" tests=\"2\" time=\"T\">\n\
+    \t\t<system-out>a &lt;line&gt; &amp; more\n\
+    plain &quot;quoted&quot;\n\
+    info line\n\
+    warning line\n\
+    making screenshot x.png\n\
+    m # boot[0m &lt;ok&gt;\n\
+    inside the block\n\
+    in outer\n\
+    in inner\n\
+    wait for x\n\
+    outer again\n\
+    debug line shown at debug\n\
+    warning line shown at warning\n\
+    </system-out>\n\
+    \t\t<system-err>error line\n\
+    inner failed\n\
+    nested error\n\
+    Traceback (most recent call last):\n\
+    error line shown at error\n\
+    </system-err>\n\
     \t\t<testcase name=\"outer\" time=\"T\">\n\
-    \t\t\t<failure message=\"test case failed\"/>\n\
+    \t\t\t<failure type=\"failure\" message=\"test case failed\"/>\n\
     \t\t\t<system-out>in outer\n\
     wait for x\n\
     outer again\n\
@@ -169,27 +189,10 @@ const JUNIT: &str = "\
     </system-err>\n\
     \t\t</testcase>\n\
     \t\t<testcase name=\"inner &lt;1&gt;\" time=\"T\">\n\
-    \t\t\t<failure message=\"test case failed\"/>\n\
+    \t\t\t<failure type=\"failure\" message=\"test case failed\"/>\n\
     \t\t\t<system-out>in inner\n\
     </system-out>\n\
     \t\t\t<system-err>inner failed\n\
-    </system-err>\n\
-    \t\t</testcase>\n\
-    \t\t<testcase name=\"main\" time=\"T\">\n\
-    \t\t\t<failure message=\"test case failed\"/>\n\
-    \t\t\t<system-out>a &lt;line&gt; &amp; more\n\
-    plain &quot;quoted&quot;\n\
-    info line\n\
-    warning line\n\
-    making screenshot x.png\n\
-    m # boot[0m &lt;ok&gt;\n\
-    inside the block\n\
-    debug line shown at debug\n\
-    warning line shown at warning\n\
-    </system-out>\n\
-    \t\t\t<system-err>error line\n\
-    Traceback (most recent call last):\n\
-    error line shown at error\n\
     </system-err>\n\
     \t\t</testcase>\n\
     \t</testsuite>\n\

@@ -261,6 +261,22 @@ pub enum Error {
     /// No matching QMP event arrived in time.
     #[error("no matching QMP event within {} seconds", .0.as_secs_f64())]
     EventTimeout(Duration),
+    /// The UEFI variable store was to be used while the machine runs (upstream's message,
+    /// word for word).
+    #[error("System is currently running and concurrent reads / writes to the OVMF variables is unsupported")]
+    EfiVarsWhileRunning,
+    /// `create_efi_vars` found a store (upstream's message, word for word).
+    #[error("OVMF variables store exists")]
+    EfiVarsExist,
+    /// The UEFI variable store cannot be read or written.
+    #[error("{machine}: the UEFI variables failed")]
+    EfiVars {
+        /// The machine.
+        machine: String,
+        /// Why.
+        #[source]
+        source: crate::efi::Error,
+    },
     /// A callback (polling condition) failed; its error is passed through as it is.
     #[error(transparent)]
     Callback(Box<dyn std::error::Error + Send + Sync>),
@@ -289,7 +305,9 @@ impl Error {
             | Error::InvalidSystemctlOutput { .. }
             | Error::UnitFailed { .. }
             | Error::UnitInactive { .. }
-            | Error::UnexpectedUnitState { .. } => ErrorKind::AssertionFailed,
+            | Error::UnexpectedUnitState { .. }
+            | Error::EfiVarsWhileRunning
+            | Error::EfiVarsExist => ErrorKind::AssertionFailed,
             Error::EventTimeout(_) => ErrorKind::Timeout,
             Error::StartScript { .. } => ErrorKind::Config,
             _ => ErrorKind::Machine,

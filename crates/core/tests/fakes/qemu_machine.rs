@@ -1,10 +1,14 @@
 //! A QEMU machine against ntd-fake's QEMU: the shared methods over the backdoor transport, what
-//! only QEMU has (QMP, monitor, keys, screen, console, lifecycle), and faults.
+//! only QEMU has (QMP, monitor, keys, screen, console, lifecycle, the UEFI variable store), and
+//! faults.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use ntd_core::efi::{Guid, Variable};
+use ntd_core::machine::qemu::QemuMachine;
 use ntd_core::machine::{Error, ExecuteOptions};
 use ntd_core::{ErrorKind, full_message};
 use serde_json::json;
@@ -163,6 +167,45 @@ async fn lifecycle_reboot_crash_and_shutdown() {
     assert!(machine.succeed(&cmd("echo after crash"), None).await.is_ok(), "a command starts the machine again");
     machine.shutdown().await.expect("shutdown");
     assert!(!machine.is_up());
+    scenario.assert_nothing_left();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uefi_variable_store_is_the_start_scripts_and_used_only_while_off() {
+    let scenario = Scenario::new();
+    let mut config = scenario.qemu_config("efi", &[]);
+    // The start command notes the store it is given, then runs the fake as usual.
+    config.start_command = format!("printf %s \"$NIX_EFI_VARS\" > nix-efi-vars; exec {}", config.start_command);
+    config.name = Some("efi".to_owned());
+    let machine = QemuMachine::new(config).expect("machine");
+    let store = machine.state_dir().join("efi-efi-vars.fd");
+    assert_eq!(machine.efi_vars_path(), store);
+    assert_eq!(machine.read_efi_vars().await.expect("no store yet"), []);
+    machine.create_efi_vars().await.expect("create");
+    let exists = machine.create_efi_vars().await.expect_err("a second create");
+    assert_eq!(
+        (exists.to_string().as_str(), exists.kind()),
+        ("OVMF variables store exists", ErrorKind::AssertionFailed)
+    );
+    let vendor = Guid::parse("a19f72f8-b554-4bd7-a0c2-2762bd854691").expect("guid");
+    let demo = Variable::new(vendor, "Demo", [0x2a], 7);
+    machine.write_efi_vars(vec![demo.clone()]).await.expect("write");
+    assert_eq!(machine.read_efi_vars().await.expect("read"), std::slice::from_ref(&demo));
+
+    machine.start(false).await.expect("start");
+    let given = std::fs::read_to_string(machine.state_dir().join("nix-efi-vars")).expect("the start command ran");
+    assert_eq!(Path::new(&given), store, "NIX_EFI_VARS");
+    let running = "System is currently running and concurrent reads / writes to the OVMF variables is unsupported";
+    let errors = [
+        machine.read_efi_vars().await.map(drop).expect_err("read while running"),
+        machine.write_efi_vars(Vec::new()).await.expect_err("write while running"),
+        machine.create_efi_vars().await.expect_err("create while running"),
+    ];
+    for error in errors {
+        assert_eq!((error.to_string().as_str(), error.kind()), (running, ErrorKind::AssertionFailed));
+    }
+    machine.shutdown().await.expect("shutdown");
+    assert_eq!(machine.read_efi_vars().await.expect("off again"), [demo]);
     scenario.assert_nothing_left();
 }
 

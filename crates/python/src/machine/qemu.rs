@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use super::traced::{Traced, drive, nested, text};
 use super::{BaseMachine, DEFAULT_TIMEOUT};
 use crate::duration::PyDuration;
+use crate::efi::{self, EfiVars};
 use crate::errors::{machine_error, machine_to_pyerr};
 use crate::retry::retry_python;
 use crate::runtime::block_on;
@@ -279,6 +280,48 @@ impl QemuMachine {
     #[getter]
     fn start_command(&self) -> PyResult<String> {
         Ok(self.qemu()?.start_command().to_owned())
+    }
+
+    /// The UEFI variable store, `NIX_EFI_VARS` of the start script.
+    #[getter]
+    fn efi_vars_path(&self) -> PyResult<PathBuf> {
+        Ok(self.qemu()?.efi_vars_path().to_owned())
+    }
+
+    /// The machine's variable store (upstream's `EfiVars`).
+    #[getter]
+    fn efi_vars(slf: &Bound<'_, Self>) -> PyResult<EfiVars> {
+        EfiVars::of(slf, slf.get().qemu()?.efi_vars_path().to_owned())
+    }
+
+    // --- UEFI variables -----------------------------------------------------------------
+
+    /// Write an empty UEFI variable store; raises if one exists or the VM runs.
+    fn create_efi_vars(&self, py: Python<'_>) -> PyResult<()> {
+        self.call(py, Traced::new("create_efi_vars"), self.qemu()?.create_efi_vars())
+    }
+
+    /// The variables in the store (`ntd.efi.EfiVariable`s); none without a store. Raises
+    /// while the VM runs.
+    fn read_efi_vars<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let variables = self.call(py, Traced::new("read_efi_vars"), self.qemu()?.read_efi_vars())?;
+        efi::variables_to_py(py, &variables)
+    }
+
+    /// Add or replace variables in the store, creating it if needed. Raises while the VM
+    /// runs.
+    fn write_efi_vars(&self, py: Python<'_>, add: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+        let add = efi::variables_from_py(&add)?;
+        self.call(py, Traced::new("write_efi_vars"), self.qemu()?.write_efi_vars(add))
+    }
+
+    /// Print every variable in the store to stdout, as upstream (ovmfvartool's format). Reads
+    /// through `self.read_efi_vars()`, as upstream, so a subclass's override is used.
+    fn dump_efi_vars(slf: &Bound<'_, Self>) -> PyResult<()> {
+        for variable in slf.call_method0("read_efi_vars")?.try_iter()? {
+            variable?.call_method0("print")?;
+        }
+        Ok(())
     }
 
     // --- lifecycle --------------------------------------------------------------------

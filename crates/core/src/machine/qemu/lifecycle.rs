@@ -68,8 +68,11 @@ pub struct Qemu {
     connect_timeout: Duration,
     display_available: bool,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
-    /// Serialises `start`, `connect` and `wait_for_shutdown`.
-    lifecycle: tokio::sync::Mutex<()>,
+    /// Serialises `start`, `connect` and `wait_for_shutdown` (and keeps them off the EFI
+    /// variable store while it is used: [`super::efi`]).
+    pub(super) lifecycle: tokio::sync::Mutex<()>,
+    /// The UEFI variable store, `NIX_EFI_VARS` of the start script.
+    pub(super) efi_vars_path: PathBuf,
     running: Mutex<Option<Arc<Running>>>,
     booted: AtomicBool,
     connected: AtomicBool,
@@ -130,6 +133,7 @@ fn listen_privately(path: &Path) -> std::io::Result<UnixListener> {
 impl Qemu {
     pub(super) fn new(base: Arc<Base>, config: QemuConfig, start_command: StartCommand) -> Qemu {
         let state_dir = base.state_dir().to_owned();
+        let efi_vars_path = state_dir.join(format!("{}-efi-vars.fd", base.name()));
         Qemu {
             base,
             start_command,
@@ -138,6 +142,7 @@ impl Qemu {
             shell_path: state_dir.join("shell"),
             out_path: state_dir.join("out"),
             ctl_path: state_dir.join("ctl"),
+            efi_vars_path,
             env: config.env,
             connect_timeout: config.connect_timeout,
             display_available: config.display_available,
@@ -216,6 +221,7 @@ impl Qemu {
             shell: &self.shell_path,
             out: &self.out_path,
             ctl: &self.ctl_path,
+            efi_vars: &self.efi_vars_path,
         };
         let command_line = self.start_command.command_line(&paths, allow_reboot, self.display_available);
         let mut command = Command::new(command_shell());

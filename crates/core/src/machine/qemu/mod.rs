@@ -6,10 +6,12 @@
 //! [`frame`], [`shell`], [`transport`]); on top of the shared
 //! methods it has what only QEMU has: QMP ([`qmp`]), the HMP monitor ([`monitor`]), the
 //! screen and OCR ([`screen`]), keys ([`keys`]), the serial console, crash and reboot, the
-//! network links ([`network`]) and `shell_interact` ([`interact`]). Methods keep upstream's
+//! network links ([`network`]), `shell_interact` ([`interact`]) and the UEFI variable store
+//! ([`EfiVars`]). Methods keep upstream's
 //! names, defaults, log lines and error messages.
 
 pub mod channel;
+mod efi;
 pub mod faults;
 pub mod frame;
 mod interact;
@@ -31,6 +33,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
+pub use efi::EfiVars;
 pub use lifecycle::Qemu;
 use start_command::StartCommand;
 

@@ -27,6 +27,8 @@ pub struct StartPaths<'a> {
     pub out: &'a Path,
     /// ntd's control port's socket the driver listens on.
     pub ctl: &'a Path,
+    /// The UEFI variable store (`NIX_EFI_VARS`).
+    pub efi_vars: &'a Path,
 }
 
 /// A start command and the arguments upstream appends to it.
@@ -85,12 +87,14 @@ impl StartCommand {
         line
     }
 
-    /// The variables upstream adds to the start script's environment.
-    pub fn environment(paths: &StartPaths<'_>) -> [(&'static str, String); 3] {
+    /// The variables upstream adds to the start script's environment. `NIX_EFI_VARS` is set
+    /// for every machine, as upstream does: scripts of VMs without UEFI ignore it.
+    pub fn environment(paths: &StartPaths<'_>) -> [(&'static str, String); 4] {
         [
             ("TMPDIR", paths.state_dir.display().to_string()),
             ("SHARED_DIR", paths.shared_dir.display().to_string()),
             ("USE_TMPDIR", "1".to_owned()),
+            ("NIX_EFI_VARS", paths.efi_vars.display().to_string()),
         ]
     }
 
@@ -146,6 +150,7 @@ mod tests {
             shell: Path::new("/tmp/vm-state-m/shell"),
             out: Path::new("/tmp/vm-state-m/out"),
             ctl: Path::new("/tmp/vm-state-m/ctl"),
+            efi_vars: Path::new("/tmp/vm-state-m/m-efi-vars.fd"),
         };
         let command = StartCommand::new("/x/bin/run-m-vm");
         assert_eq!(
@@ -159,7 +164,9 @@ mod tests {
         let line = command.command_line(&paths, true, true);
         assert!(!line.contains("-no-reboot") && !line.contains("-nographic"));
         assert_eq!(command.machine_name(), "m");
-        assert_eq!(StartCommand::environment(&paths)[2], ("USE_TMPDIR", "1".to_owned()));
+        let environment = StartCommand::environment(&paths);
+        assert_eq!(environment[2], ("USE_TMPDIR", "1".to_owned()));
+        assert_eq!(environment[3], ("NIX_EFI_VARS", "/tmp/vm-state-m/m-efi-vars.fd".to_owned()));
     }
 
     #[test]
@@ -172,6 +179,7 @@ mod tests {
             shell: Path::new("/t m'p,x/vm-state-m/shell"),
             out: Path::new("/t m'p,x/vm-state-m/out"),
             ctl: Path::new("/t m'p,x/vm-state-m/ctl"),
+            efi_vars: Path::new("/t m'p,x/vm-state-m/m-efi-vars.fd"),
         };
         let line = StartCommand::new("run-m-vm").command_line(&paths, true, true);
         assert_eq!(
