@@ -343,7 +343,8 @@ impl Variable {
     fn write_description(&self, out: &mut String) -> fmt::Result {
         writeln!(out, "Authenticated Variable")?;
         writeln!(out, "======================")?;
-        writeln!(out, "Name:                {}", python_repr(&self.name))?;
+        // Python's `repr()`, as upstream prints the name.
+        writeln!(out, "Name:                {}", crate::log::repr::str_repr(&self.name))?;
         writeln!(out, "Vendor UUID:         {}", self.vendor.resolve())?;
         writeln!(out, "Monotonic Count:     {}", self.monotonic_count)?;
         writeln!(out, "Public Key Index:    {}", self.public_key_index)?;
@@ -389,33 +390,6 @@ fn attributes_text(attributes: u32) -> String {
         text.push_str(&format!(" 0x{left:08x}"));
     }
     text
-}
-
-/// Python's `repr()` of a string, which upstream prints the name with: single quotes unless
-/// the text has one and no double quote; backslash escapes for the quote, backslash,
-/// `\t\n\r` and other control characters.
-fn python_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || (0x7f..0xa0).contains(&(c as u32)) => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
 }
 
 /// ovmfvartool's hex dump: 16 bytes a line, the offset right-aligned to the width of the
@@ -571,9 +545,9 @@ mod tests {
 
     #[test]
     fn names_are_shown_as_python_repr() {
-        assert_eq!(python_repr("Boot0001"), "'Boot0001'");
-        assert_eq!(python_repr("a'b\"c"), "'a\\'b\"c'");
-        assert_eq!(python_repr("tab\there\\\u{1}"), "'tab\\there\\\\\\x01'");
-        assert_eq!(python_repr(""), "''");
+        assert_eq!(crate::log::repr::str_repr("Boot0001"), "'Boot0001'");
+        assert_eq!(crate::log::repr::str_repr("a'b\"c"), "'a\\'b\"c'");
+        assert_eq!(crate::log::repr::str_repr("tab\there\\\u{1}"), "'tab\\there\\\\\\x01'");
+        assert_eq!(crate::log::repr::str_repr(""), "''");
     }
 }

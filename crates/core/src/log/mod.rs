@@ -23,7 +23,7 @@ mod emit;
 #[cfg(test)]
 mod golden;
 pub mod junit;
-mod repr;
+pub(crate) mod repr;
 pub mod sink;
 mod telemetry;
 pub mod terminal;
