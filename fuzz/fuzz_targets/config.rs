@@ -1,7 +1,7 @@
 //! The driver configuration (`ntd_core::config`).
 //!
 //! - `DriverConfiguration::parse` never panics; what it accepts has no containers and turns
-//!   into a spec with one machine per VM; its errors name the file. A configuration written
+//!   into a spec with one machine per VM, named by its key; its errors name the file. A configuration written
 //!   from arbitrary names, paths, VLANs and timeouts (seconds, `format_seconds`, ISO 8601,
 //!   `HH:MM:SS`) parses back to those values.
 //! - `parse_duration` never panics and ignores surrounding whitespace; a duration it returns
@@ -70,8 +70,8 @@ fn check_json(path: &str, text: &str) {
             let vms = config.vms.clone();
             let spec = config.into_spec();
             assert_eq!(spec.machines.len(), vms.len());
-            for (machine, vm) in spec.machines.iter().zip(vms.values()) {
-                assert_eq!(machine.name.as_deref(), Some(vm.name.as_str()));
+            for (machine, (key, vm)) in spec.machines.iter().zip(vms.iter()) {
+                assert_eq!(machine.name.as_deref(), Some(key.as_str()));
                 assert_eq!(Path::new(&machine.start_command), vm.start_script);
             }
         }
@@ -126,12 +126,13 @@ fn check_config(config: Config) {
     assert_eq!(parsed.test_script, Path::new(&config.test_script));
     let spec = parsed.into_spec();
     assert_eq!(spec.vlans, config.vlans);
-    // One machine per distinct key, in key order, the last one written winning.
-    let by_key: std::collections::BTreeMap<&String, (&String, &String)> =
-        config.vms.iter().map(|(key, name, script)| (key, (name, script))).collect();
+    // One machine per distinct key, in key order, the last one written winning; named by its
+    // key, as upstream's driver names it (the `name` field is not what counts).
+    let by_key: std::collections::BTreeMap<&String, &String> =
+        config.vms.iter().map(|(key, _name, script)| (key, script)).collect();
     assert_eq!(spec.machines.len(), by_key.len());
-    for (machine, (name, script)) in spec.machines.iter().zip(by_key.values()) {
-        assert_eq!(machine.name.as_deref(), Some(name.as_str()));
+    for (machine, (key, script)) in spec.machines.iter().zip(by_key.iter()) {
+        assert_eq!(machine.name.as_deref(), Some(key.as_str()));
         assert_eq!(&machine.start_command, *script);
     }
 }
