@@ -54,6 +54,23 @@ class AssertionTester(TestCase):
 _DEFAULT_TIMEOUT = datetime.timedelta(minutes=15)
 
 
+def _renamed_timeout(
+    caller: str,
+    timeout_seconds: "datetime.timedelta | int | float | None",
+    timeout: "datetime.timedelta | int | float | None",
+) -> "datetime.timedelta | int | float | None":
+    """The timeout given as `timeout`, or as the older `timeout_seconds` (with upstream's
+    warning for a bare number); both at once is a `TypeError`. `caller` names the function in
+    the messages, as upstream's do."""
+    if timeout_seconds is None:
+        return timeout
+    if timeout is not None:
+        raise TypeError(f"{caller}() got both 'timeout' and 'timeout_seconds' arguments. Pass only 'timeout'")
+    if not isinstance(timeout_seconds, datetime.timedelta):
+        warnings.warn(f"{caller}(): The 'timeout_seconds' argument is deprecated. Use 'timeout' instead.")
+    return timeout_seconds
+
+
 def retry(
     fn: Callable[[bool], bool],
     timeout_seconds: "datetime.timedelta | int | float | None" = None,
@@ -63,12 +80,7 @@ def retry(
     minutes); then once more with `last_try=True`; raise `RequestedAssertionFailed` if that
     fails too. `timeout_seconds` is the older name of `timeout`. The schedule is ntd-core's,
     shared with every wait that retries."""
-    if timeout_seconds is not None:
-        if timeout is not None:
-            raise TypeError("retry() got both 'timeout' and 'timeout_seconds' arguments. Pass only 'timeout'")
-        if not isinstance(timeout_seconds, datetime.timedelta):
-            warnings.warn("retry(): The 'timeout_seconds' argument is deprecated. Use 'timeout' instead.")
-        timeout = timeout_seconds
+    timeout = _renamed_timeout("retry", timeout_seconds, timeout)
     _native.retry(fn, as_timedelta(timeout) if timeout is not None else _DEFAULT_TIMEOUT)
 
 
@@ -494,12 +506,7 @@ class Driver:
                 timeout: "datetime.timedelta | None" = None,
             ) -> None:
                 # Upstream's newest rules and words for the two spellings of the timeout.
-                if timeout_seconds is not None:
-                    if timeout is not None:
-                        raise TypeError("wait() got both 'timeout' and 'timeout_seconds' arguments. Pass only 'timeout'")
-                    if not isinstance(timeout_seconds, datetime.timedelta):
-                        warnings.warn("wait(): The 'timeout_seconds' argument is deprecated. Use 'timeout' instead.")
-                    timeout, timeout_seconds = as_timedelta(timeout_seconds), None
+                chosen = _renamed_timeout("wait", timeout_seconds, timeout)
                 description = self.condition.description
 
                 def holds(last: bool) -> bool:
@@ -511,7 +518,7 @@ class Driver:
                     return ok
 
                 with driver.logger.nested(f"waiting for {description}"):
-                    retry(holds, timeout_seconds, timeout)
+                    retry(holds, timeout=chosen)
 
         if fun_ is None:
             return Poll

@@ -67,6 +67,16 @@ impl Report {
     fn current(&mut self) -> Option<&mut Case> {
         self.open.last().and_then(|&index| self.cases.get_mut(index))
     }
+
+    /// A line of the run: the suite's, and the current subtest's (`error`: its `system-err`,
+    /// failing both).
+    fn record(&mut self, text: &str, error: bool) {
+        let add = |case: &mut Case| if error { case.err(text) } else { case.out(text) };
+        add(&mut self.suite);
+        if let Some(case) = self.current() {
+            add(case);
+        }
+    }
 }
 
 /// A JUnit report being collected; write it with [`JunitReport::write`].
@@ -168,25 +178,14 @@ impl Sink for JunitReport {
             LineKind::Serial => (line.serial_text(), false),
             LineKind::Leveled(LogLevel::Error) | LineKind::TestError => (line.message.to_owned(), true),
         };
-        let Report { suite, .. } = &mut *report;
-        if error {
-            suite.err(&text)
-        } else {
-            suite.out(&text)
-        }
-        if let Some(case) = report.current() {
-            if error { case.err(&text) } else { case.out(&text) }
-        }
+        report.record(&text, error);
     }
 
     fn block_opened(&self, block: &Block) -> Option<usize> {
         let mut report = super::lock(&self.report);
         let Some(name) = &block.subtest else {
             // Upstream's JUnit logger logs a nested block's message as a line.
-            report.suite.out(&block.message);
-            if let Some(case) = report.current() {
-                case.out(&block.message);
-            }
+            report.record(&block.message, false);
             return None;
         };
         // A name used again is the same case (upstream keys its cases by name).

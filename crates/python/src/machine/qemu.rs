@@ -235,29 +235,20 @@ impl QemuMachine {
     /// while the machine runs; `None` before.
     #[getter]
     fn qmp_client<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if !slf.get().qemu()?.is_booted() {
-            return Ok(None);
-        }
-        Ok(Some(slf.py().import("ntd.qmp")?.getattr("QMPSession")?.call1((slf,))?))
+        Self::view_while_booted(slf, "ntd.qmp", "QMPSession")
     }
 
     /// The backdoor shell as upstream's socket attribute offers it to scripts
     /// (`machine.shell.send(b"…")`) while the machine runs; `None` before.
     #[getter]
     fn shell<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if !slf.get().qemu()?.is_booted() {
-            return Ok(None);
-        }
-        Ok(Some(slf.py().import("ntd.handles")?.getattr("BackdoorShell")?.call1((slf,))?))
+        Self::view_while_booted(slf, "ntd.handles", "BackdoorShell")
     }
 
     /// QEMU's process, as far as ntd shares it (`pid`, `wait()`); `None` when not running.
     #[getter]
     fn process<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if !slf.get().qemu()?.is_booted() {
-            return Ok(None);
-        }
-        Ok(Some(slf.py().import("ntd.handles")?.getattr("QemuProcess")?.call1((slf,))?))
+        Self::view_while_booted(slf, "ntd.handles", "QemuProcess")
     }
 
     /// The test's logger (ntd has one: the script's `log`).
@@ -611,6 +602,19 @@ impl QemuMachine {
 }
 
 impl QemuMachine {
+    /// A Python view of this machine (`module.class(machine)`) while it runs, `None` before:
+    /// what `qmp_client`, `shell` and `process` give.
+    fn view_while_booted<'py>(
+        slf: &Bound<'py, Self>,
+        module: &str,
+        class: &str,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if !slf.get().qemu()?.is_booted() {
+            return Ok(None);
+        }
+        Ok(Some(slf.py().import(module)?.getattr(class)?.call1((slf,))?))
+    }
+
     /// `wait_for_qmp_event`'s work, the filter called with the GIL for each event.
     fn qmp_event(&self, py: Python<'_>, event_filter: Py<PyAny>, timeout: PyDuration) -> PyResult<Py<PyAny>> {
         if !self.qemu()?.is_booted() {
