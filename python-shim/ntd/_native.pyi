@@ -268,7 +268,30 @@ class QemuMachine(BaseMachine):
     ) -> dict[str, Any]: ...
 
 class NspawnMachine(BaseMachine):
-    """A systemd-nspawn container (upstream's `NspawnMachine`); ntd cannot create one yet."""
+    """A systemd-nspawn container (upstream's `NspawnMachine`)."""
+
+    def __init__(
+        self,
+        out_dir: _PathLike,
+        name: str | None,
+        start_command: str,
+        tmp_dir: _PathLike,
+        logger: Any = None,
+        callbacks: list[Callable[[], Any]] | None = None,
+        keep_machine_state: bool = False,
+    ) -> None: ...
+    @staticmethod
+    def machine_name_from_start_command(start_command: str) -> str: ...
+    @property
+    def start_command(self) -> str: ...
+    @property
+    def machine_sock_path(self) -> Path: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def logger(self) -> Logger: ...
+    def shutdown(self) -> None: ...
+    def ssh_backdoor_command(self) -> str: ...
 
 @final
 class Driver:
@@ -282,9 +305,10 @@ class Driver:
         keep_machine_state: bool = False,
         global_timeout: _Duration | None = None,
         connect_timeout: _Duration | None = None,
+        containers: Sequence[tuple[str | None, str]] = ...,
     ) -> Driver: ...
     @property
-    def machines(self) -> list[QemuMachine]: ...
+    def machines(self) -> list[BaseMachine]: ...
     @property
     def vlans(self) -> list[VLan]: ...
     @property

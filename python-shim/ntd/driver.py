@@ -166,11 +166,19 @@ def _close_open_drivers() -> None:
         driver.close()
 
 
+def _specs(scripts: StartScripts) -> list[tuple[str | None, str]]:
+    """(name or None, command) pairs of start scripts given as a list or a mapping."""
+    if isinstance(scripts, Mapping):
+        return [(name, os.fspath(script)) for name, script in scripts.items()]
+    return [(None, os.fspath(script)) for script in scripts]
+
+
 class Driver:
     """A test run: machines from start scripts, VLAN switches, a logger and a test script.
 
     `start_scripts` are `run-<name>-vm` commands (the machine's name comes from the script's
-    name) or a mapping of names to commands. Nothing starts until the driver is opened
+    name) or a mapping of names to commands; `containers` are `run-<name>-nspawn` scripts of
+    systemd-nspawn containers, likewise. Nothing starts until the driver is opened
     (`with Driver(...) as driver`, or `open()`); machines boot on `start_all()` or their own
     `start()`.
     """
@@ -189,12 +197,10 @@ class Driver:
         test_script_path: "str | os.PathLike[str] | None" = None,
         connect_timeout: "Duration | None" = None,
         native: "_native.Driver | None" = None,
+        containers: StartScripts = (),
     ) -> None:
-        self._machine_specs: list[tuple[str | None, str]]
-        if isinstance(start_scripts, Mapping):
-            self._machine_specs = [(name, os.fspath(script)) for name, script in start_scripts.items()]
-        else:
-            self._machine_specs = [(None, os.fspath(script)) for script in start_scripts]
+        self._machine_specs = _specs(start_scripts)
+        self._container_specs = _specs(containers)
         self._vlan_ids = list(vlans)
         self._tests = tests
         self._test_script_path = Path(test_script_path) if test_script_path is not None else None
@@ -237,6 +243,7 @@ class Driver:
                     keep_machine_state=self.keep_machine_state,
                     global_timeout=self._global_timeout,
                     connect_timeout=self._connect_timeout,
+                    containers=self._container_specs,
                 )
             )
             _open_drivers.add(self)
@@ -268,7 +275,8 @@ class Driver:
         return self._tests
 
     @property
-    def machines(self) -> list[QemuMachine]:
+    def machines(self) -> list[BaseMachine]:
+        """The VMs and containers, sorted by name."""
         return self.native.machines if self.native is not None else []
 
     @property
@@ -277,11 +285,11 @@ class Driver:
 
     @property
     def machines_qemu(self) -> list[QemuMachine]:
-        return self.machines
+        return [m for m in self.machines if isinstance(m, QemuMachine)]
 
     @property
     def machines_nspawn(self) -> list[NspawnMachine]:
-        return []
+        return [m for m in self.machines if isinstance(m, NspawnMachine)]
 
     @property
     def global_timeout(self) -> float:

@@ -16,7 +16,6 @@ from ntd import driver as _driver
 from ntd.debug import DebugAbstract
 from ntd.driver import AssertionTester, pythonize_name, retry
 from ntd.duration import Duration
-from ntd.errors import MachineError
 from test_driver.config import DriverConfiguration, VMConfiguration, load_driver_configuration
 
 __all__ = [
@@ -55,10 +54,10 @@ class Driver(_driver.Driver):
     ) -> None:
         test_script_path: "Path | None" = None
         machines: "Mapping[str, str | os.PathLike[str]] | Sequence[str]"
+        containers: "Mapping[str, str | os.PathLike[str]] | Sequence[str]" = ()
         if config is not None:
-            if config.containers:
-                raise MachineError("systemd-nspawn containers are not supported by ntd; use QEMU nodes")
             machines = {name: vm.start_script for name, vm in config.vms.items()}
+            containers = {name: container.start_script for name, container in config.containers.items()}
             vlans = config.vlans
             global_timeout = config.global_timeout
             test_script_path = config.test_script
@@ -70,8 +69,16 @@ class Driver(_driver.Driver):
             machines = dict(zip(names, scripts))
         else:
             machines = list(start_scripts or [])
-        if container_names or container_start_scripts:
-            raise MachineError("systemd-nspawn containers are not supported by ntd; use QEMU nodes")
+        if container_names is not None or container_start_scripts is not None:
+            container_scripts = list(container_start_scripts or [])
+            if container_names is None:
+                # As upstream: each name comes from its script (`run-<name>-nspawn`).
+                containers = container_scripts
+            else:
+                names = list(container_names)
+                if len(names) != len(container_scripts):
+                    raise ValueError(f"{len(names)} container names for {len(container_scripts)} start scripts")
+                containers = dict(zip(names, container_scripts))
         if keep_vm_state is not None:
             keep_machine_state = keep_vm_state
         # Upstream's loggers are sinks of their own; ntd's log goes through its native logger,
@@ -87,6 +94,7 @@ class Driver(_driver.Driver):
             global_timeout,
             debug,
             test_script_path=test_script_path,
+            containers=containers,
         )
         self.enable_ssh_backdoor = enable_ssh_backdoor
         # A driver for an interactive session (upstream's newest keyword): its waits poll from

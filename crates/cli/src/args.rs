@@ -75,6 +75,15 @@ pub struct Args {
     #[arg(long, value_name = "START-SCRIPT", num_args = 0..)]
     pub vm_start_scripts: Option<Vec<String>>,
 
+    /// Names of the systemd-nspawn containers, with --container-start-scripts [env:
+    /// containerNames].
+    #[arg(long, value_name = "NAME", num_args = 0..)]
+    pub container_names: Option<Vec<String>>,
+
+    /// Start scripts (run-<name>-nspawn) of the containers [env: containerStartScripts].
+    #[arg(long, value_name = "START-SCRIPT", num_args = 0..)]
+    pub container_start_scripts: Option<Vec<String>>,
+
     /// VLAN numbers to create switches for [env: vlans].
     #[arg(long, value_name = "VLAN", num_args = 0..)]
     pub vlans: Option<Vec<String>>,
@@ -195,6 +204,8 @@ impl Args {
                     ("--start-scripts", self.start_scripts.is_some()),
                     ("--vm-names", self.vm_names.is_some()),
                     ("--vm-start-scripts", self.vm_start_scripts.is_some()),
+                    ("--container-names", self.container_names.is_some()),
+                    ("--container-start-scripts", self.container_start_scripts.is_some()),
                     ("--vlans", self.vlans.is_some()),
                     ("--global-timeout", self.global_timeout.is_some()),
                     ("a test script argument", self.testscript.is_some()),
@@ -229,6 +240,14 @@ impl Args {
                 return Err(UsageError(format!("start script {} {problem}", path.display())));
             }
             machine.start_command = command.absolutized(&cwd).as_str().to_owned();
+        }
+        for container in &mut spec.containers {
+            // Upstream runs a container's script as it is, without a shell.
+            let script = cwd.join(&container.start_command);
+            if let Some(problem) = ntd_core::machine::start_script_problem(&script) {
+                return Err(UsageError(format!("start script {} {problem}", script.display())));
+            }
+            container.start_command = script.display().to_string();
         }
         let test_name = match std::env::var("name") {
             Ok(name) if !name.is_empty() => name.strip_prefix("vm-test-run-").unwrap_or(&name).to_owned(),
@@ -282,13 +301,35 @@ impl Args {
                 machines.extend(scripts.into_iter().map(|start_command| MachineSpec { name: None, start_command }));
             }
         }
+        let container_names = list_or_env(self.container_names.clone(), "containerNames");
+        let container_start_scripts = list_or_env(self.container_start_scripts.clone(), "containerStartScripts");
+        let containers = match (container_names, container_start_scripts) {
+            (None, None) => Vec::new(),
+            (Some(names), Some(scripts)) if names.len() == scripts.len() => names
+                .into_iter()
+                .zip(scripts)
+                .map(|(name, start_command)| MachineSpec { name: Some(name), start_command })
+                .collect(),
+            (Some(names), Some(scripts)) => {
+                return Err(UsageError(format!(
+                    "--container-names has {} names but --container-start-scripts has {} scripts",
+                    names.len(),
+                    scripts.len()
+                )));
+            }
+            (Some(_), None) => return Err(UsageError("--container-names needs --container-start-scripts".into())),
+            // As upstream: each name comes from its script (`run-<name>-nspawn`).
+            (None, Some(scripts)) => {
+                scripts.into_iter().map(|start_command| MachineSpec { name: None, start_command }).collect()
+            }
+        };
         let vlans = parse_vlans(&list_or_env(self.vlans.clone(), "vlans").unwrap_or_default())?;
         let global_timeout = match or_env(self.global_timeout.clone(), "globalTimeout") {
             None => config::DEFAULT_GLOBAL_TIMEOUT,
             Some(text) => config::parse_duration(&text)?,
         };
         let test_script = self.testscript.clone().or_else(|| std::env::var_os("testScript").map(PathBuf::from));
-        Ok(DriverSpec { machines, vlans, global_timeout, test_script })
+        Ok(DriverSpec { machines, containers, vlans, global_timeout, test_script })
     }
 }
 

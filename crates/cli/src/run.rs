@@ -132,6 +132,7 @@ fn run(resolved: Resolved) -> i32 {
     let interactive = resolved.interactive;
     let debug_hook_attach = resolved.debug_hook_attach;
     let mut options = DriverOptions::new(resolved.spec.machines, resolved.output_directory);
+    options.containers = resolved.spec.containers;
     options.vlans = resolved.spec.vlans;
     options.keep_machine_state = resolved.keep_machine_state;
     options.connect_timeout = resolved.connect_timeout;

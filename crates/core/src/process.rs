@@ -196,7 +196,14 @@ fn reap(mut child: std::process::Child, group: &Group, publish: &watch::Sender<O
 impl Child {
     /// Spawn `command` supervised. Must be called from within a tokio runtime (the piped
     /// stdio are registered with it). A program that cannot be started is an error.
-    pub async fn spawn(mut command: Command) -> io::Result<Child> {
+    pub async fn spawn(command: Command) -> io::Result<Child> {
+        Child::spawn_with_death_signal(command, Signal::SIGKILL).await
+    }
+
+    /// [`Child::spawn`], but the child gets `death_signal` instead of SIGKILL if the driver
+    /// dies: a container's start script gets SIGTERM, so that it still removes the network
+    /// namespace, veths and bridge it made.
+    pub async fn spawn_with_death_signal(mut command: Command, death_signal: Signal) -> io::Result<Child> {
         let driver = getpid();
         // SAFETY: the closure runs in the forked child before exec and only makes
         // async-signal-safe system calls (umask, setpgid, prctl, getppid) through nix's thin
@@ -208,7 +215,7 @@ impl Child {
                 // shared directories) is the user's alone.
                 umask(Mode::S_IRWXG | Mode::S_IRWXO);
                 setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                nix::sys::prctl::set_pdeathsig(death_signal)?;
                 // The driver may have died between fork and prctl.
                 if getppid() != driver {
                     return Err(Errno::ESRCH.into());

@@ -2,6 +2,13 @@
 //!
 //! Start scripts attach NICs to it through `QEMU_VDE_SOCKET_<nr>`, the switch's socket
 //! directory. The switch's own chatter is logged at debug level only (upstream hid it too).
+//!
+//! When the run has containers, the switch is also plugged into the host as the tap device
+//! `vde-tap<nr>` ([`VLan::plug_tap`], upstream's `vde_plug2tap`): a container's start script
+//! puts it on the bridge `br<nr>` with the container's veth, so containers and VMs share the
+//! VLAN. Upstream plugs every VLAN; ntd only when a container may use it, because the tap's
+//! name (like the bridge's) is one per host, so a VM-only run needs neither root nor a name
+//! no other run on the host uses.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,7 +43,20 @@ pub enum Error {
         /// What happened instead.
         reason: String,
     },
+    /// The switch could not be plugged into the host as a tap device.
+    #[error("vlan {nr}: cannot plug the switch into the host as {tap}: {reason}")]
+    Tap {
+        /// The VLAN number.
+        nr: u32,
+        /// The tap device's name.
+        tap: String,
+        /// Why.
+        reason: String,
+    },
 }
+
+/// How long `vde_plug2tap` gets to create its tap device.
+const TAP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running VLAN switch.
 #[derive(Debug)]
@@ -48,6 +68,8 @@ pub struct VLan {
     stdin: tokio::sync::Mutex<Option<ChildStdin>>,
     /// Set before ntd stops the switch, so that its exit is not reported as a failure.
     stopping: std::sync::atomic::AtomicBool,
+    /// `vde_plug2tap`, once the switch is plugged into the host.
+    plug: std::sync::Mutex<Option<process::Child>>,
 }
 
 impl VLan {
@@ -115,7 +137,80 @@ impl VLan {
             child,
             stdin: tokio::sync::Mutex::new(Some(stdin)),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            plug: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The tap device the switch is plugged into the host as: `vde-tap<nr>`.
+    pub fn tap_name(&self) -> String {
+        format!("vde-tap{}", self.nr)
+    }
+
+    /// Plug the switch into the host as the tap device `vde-tap<nr>` (upstream's
+    /// `vde_plug2tap`), and wait until the device exists: a container's start script looks
+    /// for it once, when it starts. Needs root (`/dev/net/tun`). A no-op once plugged.
+    pub async fn plug_tap(&self) -> Result<(), Error> {
+        if crate::machine::lock(&self.plug).is_some() {
+            return Ok(());
+        }
+        let tap = self.tap_name();
+        let device = Path::new("/sys/class/net").join(&tap);
+        let failed = |reason: String| Error::Tap { nr: self.nr, tap: tap.clone(), reason };
+        if device.exists() {
+            return Err(failed(
+                "a device of that name exists already; tap and bridge names are one per host, so another run (or \
+                 what one left behind) uses this VLAN number"
+                    .into(),
+            ));
+        }
+        log::info(None, &format!("creating tap interface {tap}"));
+        let mut command = Command::new("vde_plug2tap");
+        command
+            .arg("-s")
+            .arg(&self.socket_dir)
+            .arg(&tap)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child =
+            process::Child::spawn(command).await.map_err(|e| failed(format!("cannot run vde_plug2tap: {e}")))?;
+        let stderr = child.stderr.take();
+        let appeared = async {
+            while !device.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            _ = appeared => {}
+            status = child.wait() => {
+                let mut said = String::new();
+                if let Some(mut stderr) = stderr {
+                    use tokio::io::AsyncReadExt;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), stderr.read_to_string(&mut said)).await;
+                }
+                let said = said.trim();
+                return Err(failed(format!(
+                    "vde_plug2tap exited with {}{}",
+                    describe_status(status),
+                    if said.is_empty() { String::new() } else { format!(": {said}") }
+                )));
+            }
+            _ = tokio::time::sleep(TAP_TIMEOUT) => {
+                child.stop(Duration::from_secs(1)).await;
+                return Err(failed(format!("no device after {} seconds", TAP_TIMEOUT.as_secs())));
+            }
+        }
+        if let Some(stderr) = stderr {
+            let nr = self.nr;
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log::debug(None, &format!("vde_plug2tap {nr}: {line}"));
+                }
+            });
+        }
+        *crate::machine::lock(&self.plug) = Some(child);
+        Ok(())
     }
 
     /// The VLAN number.
@@ -162,6 +257,11 @@ impl VLan {
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         log::info(None, &format!("kill vlan (pid {})", self.child.pid()));
         drop(self.stdin.lock().await.take());
+        let plug = crate::machine::lock(&self.plug).take();
+        if let Some(plug) = plug {
+            // Its tap device goes with it.
+            plug.stop(Duration::from_secs(2)).await;
+        }
         self.child.stop(Duration::from_secs(2)).await;
         // vde_switch removes its sockets when it ends cleanly, not when it is killed.
         if let Err(e) = std::fs::remove_dir_all(&self.socket_dir)
@@ -174,6 +274,9 @@ impl VLan {
     /// Kill the switch now, without waiting.
     pub fn kill_now(&self) {
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(plug) = crate::machine::lock(&self.plug).as_ref() {
+            plug.signal_group(nix::sys::signal::Signal::SIGKILL);
+        }
         self.child.signal_group(nix::sys::signal::Signal::SIGKILL);
     }
 }

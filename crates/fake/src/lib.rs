@@ -13,7 +13,8 @@
 //! of line) are options.
 //!
 //! For other crates' tests the library gives the built binary ([`binary`]), start scripts
-//! that run it ([`StartScript`]) and the fake's directory in a state directory ([`FakeDir`]):
+//! that run it ([`StartScript`]), the fake's directory in a state directory ([`FakeDir`]),
+//! and a fake container's start script ([`ContainerScript`]):
 //!
 //! ```no_run
 //! let dir = tempfile::tempdir().unwrap();
@@ -31,6 +32,7 @@
 
 pub mod args;
 pub mod console;
+pub mod container;
 pub mod control;
 pub mod fuse;
 pub mod guest;
@@ -48,6 +50,7 @@ pub mod signals;
 pub mod systemd;
 pub mod vm;
 
+pub use container::{Behaviour, ContainerScript};
 pub use harness::{BINARY_NAME, FakeDir, StartScript, binary};
 
 /// An error and its sources, joined by `: `.

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use ntd_core::config::MachineSpec;
 use ntd_core::driver::{DriverOptions, Stop, StopHooks};
+use ntd_core::machine::nspawn::NspawnMachine as CoreNspawn;
 use ntd_core::machine::qemu::QemuMachine as CoreQemu;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -18,6 +19,7 @@ use pyo3::types::PyList;
 
 use crate::duration::PyDuration;
 use crate::errors::{machine_error, to_pyerr};
+use crate::machine::nspawn::NspawnMachine;
 use crate::machine::qemu::QemuMachine;
 use crate::runtime::{block_on, block_on_uninterrupted, main_thread, runtime};
 
@@ -90,10 +92,13 @@ impl Driver {
         });
         let machines = PyList::empty(py);
         for machine in core.machines() {
-            let Some(qemu) = CoreQemu::from_machine(machine) else {
+            if let Some(qemu) = CoreQemu::from_machine(machine) {
+                machines.append(QemuMachine::wrap(py, qemu)?)?;
+            } else if let Some(container) = CoreNspawn::from_machine(machine) {
+                machines.append(NspawnMachine::wrap(py, container)?)?;
+            } else {
                 return Err(machine_error(py, format!("{machine:?} is of a kind Python cannot use yet")));
-            };
-            machines.append(QemuMachine::wrap(py, qemu)?)?;
+            }
         }
         let vlans = PyList::empty(py);
         for (index, vlan) in core.vlans().iter().enumerate() {
@@ -129,10 +134,11 @@ impl Driver {
 #[pymethods]
 impl Driver {
     /// Start a driver for library use: VLAN switches up, machines created (not booted).
-    /// `machines` pairs an optional name with a start command, as `driverConfiguration.json`
-    /// and `--start-scripts` give them.
+    /// `machines` (VMs) and `containers` pair an optional name with a start command, as
+    /// `driverConfiguration.json` and `--start-scripts` give them.
     #[staticmethod]
-    #[pyo3(signature = (machines, vlans=Vec::new(), out_dir=None, keep_machine_state=false, global_timeout=None, connect_timeout=None))]
+    #[pyo3(signature = (machines, vlans=Vec::new(), out_dir=None, keep_machine_state=false, global_timeout=None, connect_timeout=None, containers=Vec::new()))]
+    #[allow(clippy::too_many_arguments)] // the Python keyword arguments
     fn create(
         py: Python<'_>,
         machines: Vec<(Option<String>, String)>,
@@ -141,6 +147,7 @@ impl Driver {
         keep_machine_state: bool,
         global_timeout: Option<PyDuration>,
         connect_timeout: Option<PyDuration>,
+        containers: Vec<(Option<String>, String)>,
     ) -> PyResult<Py<Driver>> {
         let out_dir = match out_dir {
             Some(dir) => dir,
@@ -148,6 +155,8 @@ impl Driver {
         };
         let specs = machines.into_iter().map(|(name, start_command)| MachineSpec { name, start_command }).collect();
         let mut options = DriverOptions::new(specs, out_dir);
+        options.containers =
+            containers.into_iter().map(|(name, start_command)| MachineSpec { name, start_command }).collect();
         options.vlans = vlans;
         options.keep_machine_state = keep_machine_state;
         if let Some(timeout) = connect_timeout {

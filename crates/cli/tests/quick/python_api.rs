@@ -1,7 +1,8 @@
 //! The Python layer as test scripts and downstream drivers use it, in the binary's embedded
 //! interpreter: upstream's module paths and class hierarchy, a Python subclass of
-//! `QemuMachine` with its own constructor booting a fake machine, and clear `MachineError`s
-//! for containers and for a subclass that never initialised its native part. Each script
+//! `QemuMachine` with its own constructor booting a fake machine, containers (on ntd-fake's
+//! container start script) beside VMs, and a clear `MachineError` for a subclass that never
+//! initialised its native part. Each script
 //! checks the values itself and prints a last line the test looks for.
 
 use std::process::Command;
@@ -221,21 +222,44 @@ fn a_python_subclass_of_qemumachine_boots_and_runs_commands() {
 }
 
 const CONTAINERS: &str = r#"
-from test_driver.errors import MachineError
-from test_driver.machine import NspawnMachine
-for make in [lambda: NspawnMachine(), lambda: NspawnMachine("out", "tmp", "start", name="box")]:
-    try:
-        make()
-        raise Exception("an NspawnMachine was made")
-    except MachineError as e:
-        assert str(e) == "systemd-nspawn containers are not supported by ntd yet; use QEMU nodes", str(e)
-print("containers are refused")
+import os
+from test_driver.machine import BaseMachine, NspawnMachine, QemuMachine
+assert [m.name for m in machines] == ["alpha", "box"], machines
+assert machines_qemu == [alpha] and machines_nspawn == [box], (machines_qemu, machines_nspawn)
+assert isinstance(box, NspawnMachine) and isinstance(box, BaseMachine) and not isinstance(box, QemuMachine)
+assert repr(box) == "<NspawnMachine 'box'>", repr(box)
+assert not box.is_up()
+start_all()
+assert box.is_up(), "up as soon as its start script runs, as upstream's"
+assert box.succeed("echo from the container > /tmp/shared/note; printf 'a\\r\\nb'") == "a\nb"
+assert alpha.succeed("cat /tmp/shared/note; rm /tmp/shared/note") == "from the container\n"
+status, out = box.execute("exit 4")
+assert (status, out) == (4, ""), (status, out)
+box.copy_from_machine("/etc/hostname")
+assert os.path.exists(os.path.join(driver.out_dir, "hostname"))
+# What only a VM has is Python's AttributeError, as upstream's.
+for method in ["send_monitor_command", "screenshot", "send_key", "wait_for_console_text", "crash", "qmp_client"]:
+    assert not hasattr(box, method), method
+assert box.ssh_backdoor_command() == 'ssh -o User=root -o ProxyCommand="socat - UNIX-CLIENT:/run/systemd/nspawn/unix-export/box/ssh" bash'
+assert NspawnMachine.machine_name_from_start_command("/x/bin/run-db-1-nspawn") == "db-1"
+try:
+    NspawnMachine.machine_name_from_start_command("/x/bin/start")
+    raise Exception("a name was made up")
+except AssertionError as e:
+    assert str(e) == "Could not extract node name from /x/bin/start", str(e)
+made = NspawnMachine(driver.out_dir, None, box.start_command, box.tmp_dir)
+assert made.name == "box" and made.start_command == box.start_command
+print("containers work")
 "#;
 
 #[test]
-fn nspawn_machines_are_refused_with_a_machine_error() {
-    let scenario = Scenario::new();
-    run_passing(&scenario, scenario.command(&[]), CONTAINERS, "containers are refused");
+fn nspawn_machines_run_beside_qemu_machines() {
+    let mut scenario = Scenario::new();
+    scenario.machine("alpha", &[]);
+    let container = ntd_fake::ContainerScript::new("box").write(&scenario.bin_dir()).expect("container script");
+    let flag = format!("--container-start-scripts={}", container.display());
+    let command = scenario.command(&[&flag]);
+    run_passing(&scenario, command, CONTAINERS, "containers work");
 }
 
 const UNINITIALISED: &str = r#"

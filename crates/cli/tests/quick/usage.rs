@@ -87,11 +87,12 @@ fn an_unreadable_config_says_why() {
 }
 
 #[test]
-fn a_config_with_containers() {
+fn a_config_with_a_missing_container_start_script() {
     let scenario = Scenario::new();
     let script = scenario.start_script("alpha", &[]);
+    let missing = scenario.bin_dir().join("run-box-nspawn");
     let config = serde_json::json!({
-        "containers": {"box": {"name": "box", "start_script": "/nonexistent"}},
+        "containers": {"box": {"name": "box", "start_script": missing}},
         "enable_ssh_backdoor": false,
         "global_timeout": 600,
         "test_script": scenario.script("start_all()\n"),
@@ -100,15 +101,7 @@ fn a_config_with_containers() {
     });
     let config = scenario.write("driverConfiguration.json", &config.to_string());
     let command = scenario.command(&["--config", &config.to_string_lossy()]);
-    assert_usage_error(
-        &scenario,
-        command,
-        &format!(
-            "unsupported driver configuration {}: systemd-nspawn containers (box) are not supported by ntd; use \
-             QEMU nodes",
-            config.display()
-        ),
-    );
+    assert_usage_error(&scenario, command, &format!("start script {} does not exist", missing.display()));
 }
 
 #[test]

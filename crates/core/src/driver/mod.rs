@@ -9,6 +9,7 @@
 //! drives a run: the command line, the REPL, the Python library and a Rust program.
 //! Running the test script is the caller's business.
 
+pub mod nspawn_host;
 pub mod watchdog;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use tracing::Instrument;
 use crate::config::MachineSpec;
 use crate::errors::ErrorKind;
 use crate::log;
+use crate::machine::nspawn::{NspawnConfig, NspawnMachine};
 use crate::machine::qemu::{QemuConfig, QemuMachine};
 use crate::machine::{self, Machine, lock};
 use crate::vlan::{self, VLan};
@@ -43,6 +45,9 @@ pub enum Error {
     /// A VLAN switch did not start.
     #[error(transparent)]
     Vlan(#[from] vlan::Error),
+    /// The Nix build sandbox cannot run containers.
+    #[error(transparent)]
+    NspawnHost(#[from] nspawn_host::Error),
     /// A machine cannot be created.
     #[error(transparent)]
     Machine(#[from] machine::Error),
@@ -59,7 +64,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::TmpDir { .. } | Error::DuplicateName(_) => ErrorKind::Config,
-            Error::Vlan(_) => ErrorKind::Machine,
+            Error::Vlan(_) | Error::NspawnHost(_) => ErrorKind::Machine,
             Error::Machine(e) => e.kind(),
             Error::StartFailed { failures } => match failures.as_slice() {
                 [(_, only)] => only.kind(),
@@ -72,8 +77,10 @@ impl Error {
 /// What the driver is started with. [`DriverOptions::new`] gives upstream's defaults.
 #[derive(Debug, Clone)]
 pub struct DriverOptions {
-    /// The machines.
+    /// The QEMU machines.
     pub machines: Vec<MachineSpec>,
+    /// The systemd-nspawn containers.
+    pub containers: Vec<MachineSpec>,
     /// VLAN numbers (duplicates are ignored).
     pub vlans: Vec<u32>,
     /// Where screenshots and copied files go.
@@ -98,6 +105,7 @@ impl DriverOptions {
     pub fn new(machines: Vec<MachineSpec>, out_dir: impl Into<PathBuf>) -> DriverOptions {
         DriverOptions {
             machines,
+            containers: Vec::new(),
             vlans: Vec::new(),
             out_dir: out_dir.into(),
             keep_machine_state: false,
@@ -110,7 +118,7 @@ impl DriverOptions {
 }
 
 struct Inner {
-    /// The machines of the configuration, sorted by name.
+    /// The machines of the configuration (VMs and containers), sorted by name.
     machines: Vec<Machine>,
     /// Machines made later by `create_machine`, in the order made.
     created: Mutex<Vec<Machine>>,
@@ -177,13 +185,19 @@ impl Driver {
         vlan_numbers.sort_unstable();
         vlan_numbers.dedup();
         let mut vlans = Vec::new();
+        let has_containers = !options.containers.is_empty();
         let started: Result<(), Error> = log::nested(None, "start all VLans", async {
             for nr in vlan_numbers {
-                vlans.push(VLan::start(nr, &tmp_dir).await?);
+                let vlan = VLan::start(nr, &tmp_dir).await?;
+                vlans.push(vlan);
+                if has_containers && let Some(vlan) = vlans.last() {
+                    vlan.plug_tap().await?;
+                }
             }
             Ok(())
         })
         .await;
+        let started = started.and_then(|()| if has_containers { Ok(nspawn_host::prepare()?) } else { Ok(()) });
         let env: Vec<(String, String)> = vlans.iter().map(VLan::environment).collect();
         let mut machines: Vec<Machine> = Vec::new();
         let created = started.and_then(|()| {
@@ -194,6 +208,18 @@ impl Driver {
                 config.env = env.clone();
                 config.connect_timeout = options.connect_timeout;
                 let machine = QemuMachine::new(config)?;
+                if machines.iter().any(|m| m.name() == machine.name()) {
+                    return Err(Error::DuplicateName(machine.name().to_owned()));
+                }
+                machines.push(machine.machine().clone());
+            }
+            for spec in &options.containers {
+                let mut config =
+                    NspawnConfig::new(spec.start_command.clone(), tmp_dir.clone(), options.out_dir.clone());
+                config.name = spec.name.clone();
+                config.keep_machine_state = options.keep_machine_state;
+                config.ready_timeout = options.connect_timeout;
+                let machine = NspawnMachine::new(config)?;
                 if machines.iter().any(|m| m.name() == machine.name()) {
                     return Err(Error::DuplicateName(machine.name().to_owned()));
                 }
@@ -226,7 +252,7 @@ impl Driver {
         Ok(driver)
     }
 
-    /// The machines of the configuration, sorted by name.
+    /// The machines of the configuration (VMs and containers), sorted by name.
     pub fn machines(&self) -> &[Machine] {
         &self.inner.machines
     }

@@ -277,6 +277,43 @@ pub enum Error {
         #[source]
         source: crate::efi::Error,
     },
+    /// No name was given and the start script is not `run-<name>-nspawn` (upstream's message,
+    /// word for word).
+    #[error("Could not extract node name from {start_command}")]
+    NoMachineName {
+        /// The start script.
+        start_command: String,
+    },
+    /// A container's start script (or its init) ended: systemd-nspawn exited, or the
+    /// container's init died.
+    #[error(
+        "{machine}: systemd-nspawn process exited unexpectedly {context}{}",
+        tail_text(console_tail, "its last output")
+    )]
+    ContainerExited {
+        /// The machine.
+        machine: String,
+        /// While doing what, and how the start script exited if it did.
+        context: String,
+        /// The last lines of the start script's output and the journal.
+        console_tail: Vec<String>,
+    },
+    /// A container did not become ready in time.
+    #[error(
+        "{machine}: the container was not ready (READY=1 on its NOTIFY_SOCKET) within {} seconds: {notified}{}",
+        waited.as_secs(),
+        tail_text(console_tail, "its last output")
+    )]
+    ContainerNotReady {
+        /// The machine.
+        machine: String,
+        /// How long the driver waited.
+        waited: Duration,
+        /// What systemd-nspawn had reported.
+        notified: String,
+        /// The last lines of the start script's output and the journal.
+        console_tail: Vec<String>,
+    },
     /// A callback (polling condition) failed; its error is passed through as it is.
     #[error(transparent)]
     Callback(Box<dyn std::error::Error + Send + Sync>),
@@ -309,7 +346,7 @@ impl Error {
             | Error::EfiVarsWhileRunning
             | Error::EfiVarsExist => ErrorKind::AssertionFailed,
             Error::EventTimeout(_) => ErrorKind::Timeout,
-            Error::StartScript { .. } => ErrorKind::Config,
+            Error::StartScript { .. } | Error::NoMachineName { .. } => ErrorKind::Config,
             _ => ErrorKind::Machine,
         }
     }

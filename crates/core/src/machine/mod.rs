@@ -9,13 +9,15 @@
 //! guest only through the machine's [`Backend`]: its lifecycle and its command transport.
 //!
 //! The kinds: [`qemu::QemuMachine`], a QEMU VM (upstream's `QemuMachine`), which adds QMP, the
-//! monitor, the screen, keys and the serial console on top.
+//! monitor, the screen, keys and the serial console on top; [`nspawn::NspawnMachine`], a
+//! systemd-nspawn container (upstream's `NspawnMachine`).
 
 pub mod backend;
 mod command;
 pub mod console;
 mod error;
 mod files;
+pub mod nspawn;
 pub mod qemu;
 pub mod quote;
 mod systemd;
@@ -128,6 +130,18 @@ impl std::fmt::Debug for Machine {
 /// Lock a mutex, taking the data of a poisoned one: a panic elsewhere must not wedge cleanup.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What is wrong with a start script at `path`, if anything: it `does not exist`, `is a
+/// directory` or `is not executable`.
+pub fn start_script_problem(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(_) => Some("does not exist"),
+        Ok(meta) if meta.is_dir() => Some("is a directory"),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Some("is not executable"),
+        Ok(_) => None,
+    }
 }
 
 /// Create a directory with mode 0700 if it does not exist (upstream's `mkdir(mode=0o700,

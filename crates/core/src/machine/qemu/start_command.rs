@@ -113,15 +113,8 @@ impl StartCommand {
     /// What is wrong with the start script, if anything: `does not exist`, `is a directory`,
     /// `is not executable`. Commands that do not start with a path are not checked.
     pub fn script_problem(&self) -> Option<(&Path, &'static str)> {
-        use std::os::unix::fs::PermissionsExt;
         let path = self.script_path()?;
-        let problem = match std::fs::metadata(path) {
-            Err(_) => "does not exist",
-            Ok(meta) if meta.is_dir() => "is a directory",
-            Ok(meta) if meta.permissions().mode() & 0o111 == 0 => "is not executable",
-            Ok(_) => return None,
-        };
-        Some((path, problem))
+        crate::machine::start_script_problem(path).map(|problem| (path, problem))
     }
 
     /// The script to check for existence: the first word of the command, if it is a path.
