@@ -407,8 +407,10 @@ class Driver:
         self.logger.info(f"Test will time out and terminate in {float(self.global_timeout)} seconds")
         self._opened().arm_global_timeout()
         self.test_script()
+        # Only machines that answer at once: a container still booting (upstream's is_up()
+        # for a container) would hold the run until it is ready, or forever.
         for machine in self.machines:
-            if machine.is_up():
+            if machine._ready_for_commands():
                 machine.execute("sync")
 
     def start_all(self) -> None:

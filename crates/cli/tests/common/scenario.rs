@@ -37,6 +37,7 @@ pub type Driving<'a> = dyn FnMut(i32, &str) + 'a;
 pub struct ScenarioDir {
     dir: tempfile::TempDir,
     scripts: Vec<PathBuf>,
+    containers: Vec<PathBuf>,
     vlans: Vec<u32>,
     check_state: bool,
 }
@@ -49,7 +50,7 @@ impl ScenarioDir {
         for sub in ["bin", "tmp", "out"] {
             std::fs::create_dir(dir.path().join(sub)).expect("scenario dirs");
         }
-        ScenarioDir { dir, scripts: Vec::new(), vlans: Vec::new(), check_state: false }
+        ScenarioDir { dir, scripts: Vec::new(), containers: Vec::new(), vlans: Vec::new(), check_state: false }
     }
 
     /// Check after every run that the driver removed its state from TMPDIR (unless the run
@@ -78,6 +79,12 @@ impl ScenarioDir {
     /// Pass a start script to the driver (`--start-scripts`) in [`ScenarioDir::run`].
     pub fn pass_start_script(&mut self, script: PathBuf) {
         self.scripts.push(script);
+    }
+
+    /// Pass a container's start script to the driver (`--container-start-scripts`) in
+    /// [`ScenarioDir::run`].
+    pub fn pass_container_script(&mut self, script: PathBuf) {
+        self.containers.push(script);
     }
 
     /// Pass a VLAN to the driver (`--vlans`) in [`ScenarioDir::run`]; once per number.
@@ -112,6 +119,9 @@ impl ScenarioDir {
         command.arg(script);
         if !self.scripts.is_empty() {
             command.arg("--start-scripts").args(&self.scripts);
+        }
+        if !self.containers.is_empty() {
+            command.arg("--container-start-scripts").args(&self.containers);
         }
         if !self.vlans.is_empty() {
             command.arg("--vlans").args(self.vlans.iter().map(u32::to_string));

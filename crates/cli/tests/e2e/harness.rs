@@ -40,6 +40,27 @@ pub fn guest() -> &'static Path {
     })
 }
 
+/// The built container guest: `NTD_CONTAINER_DIR`, or built (or found in the cache) by
+/// tests/container/build.
+pub fn container_guest() -> &'static Path {
+    static GUEST: OnceLock<PathBuf> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("NTD_CONTAINER_DIR") {
+            return PathBuf::from(dir);
+        }
+        let output = Command::new(repo().join("tests/container/build"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/container/build");
+        assert!(
+            output.status.success(),
+            "the container tests need the container guest; tests/container/build failed (it needs root and \
+             the packages of scripts/install-host-deps)"
+        );
+        PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
+    })
+}
+
 /// Which guest a machine boots.
 #[derive(Clone, Copy)]
 pub enum Tier {
@@ -47,6 +68,8 @@ pub enum Tier {
     Debian,
     /// The busybox smoke tier (a few seconds).
     Smoke,
+    /// A systemd-nspawn container of the Debian container guest (seconds; no VM).
+    Container,
 }
 
 /// One test's private directory with start scripts for the built-in guest; everything else
@@ -68,10 +91,14 @@ impl Scenario {
         Scenario { dir: ScenarioDir::new("ntd-e2e.") }
     }
 
-    /// Write a start script for the built-in guest; it is passed to the driver.
+    /// Write a start script for the built-in guest (a VM's, or a container's for
+    /// [`Tier::Container`]); it is passed to the driver.
     pub fn machine(&mut self, name: &str, tier: Tier, options: &[&str]) -> PathBuf {
         let script = self.start_script(name, tier, options);
-        self.dir.pass_start_script(script.clone());
+        match tier {
+            Tier::Container => self.dir.pass_container_script(script.clone()),
+            Tier::Debian | Tier::Smoke => self.dir.pass_start_script(script.clone()),
+        }
         script
     }
 
@@ -80,19 +107,31 @@ impl Scenario {
         self.dir.pass_start_script(script);
     }
 
+    /// Pass a container's start script written some other way to the driver.
+    pub fn pass_container_script(&mut self, script: PathBuf) {
+        self.dir.pass_container_script(script);
+    }
+
     /// Write start scripts for machines on VLANs, numbered and named as NixOS's network.nix
     /// does it: node numbers in name order, every node in every /etc/hosts by the address on
     /// its first VLAN. The VLANs are passed to the driver.
     pub fn network(&mut self, tier: Tier, machines: &[(&str, &[u32])]) {
-        let mut sorted: Vec<(&str, &[u32])> = machines.to_vec();
-        sorted.sort_by_key(|(name, _)| *name);
+        let machines: Vec<(&str, Tier, &[u32])> = machines.iter().map(|(name, vlans)| (*name, tier, *vlans)).collect();
+        self.mixed_network(&machines);
+    }
+
+    /// [`Scenario::network`] with a tier per machine: VMs and containers on the same VLANs,
+    /// numbered together as network.nix numbers nodes and containers.
+    pub fn mixed_network(&mut self, machines: &[(&str, Tier, &[u32])]) {
+        let mut sorted: Vec<(&str, Tier, &[u32])> = machines.to_vec();
+        sorted.sort_by_key(|(name, _, _)| *name);
         let hosts: Vec<String> = sorted
             .iter()
             .enumerate()
-            .filter_map(|(i, (name, vlans))| vlans.first().map(|vlan| format!("{name}={}:{vlan}", i + 1)))
+            .filter_map(|(i, (name, _, vlans))| vlans.first().map(|vlan| format!("{name}={}:{vlan}", i + 1)))
             .collect();
         let hosts = hosts.join(",");
-        for (i, (name, vlans)) in sorted.iter().enumerate() {
+        for (i, (name, tier, vlans)) in sorted.iter().enumerate() {
             let node = (i + 1).to_string();
             let mut options: Vec<String> = vec!["--node-number".into(), node, "--hosts".into(), hosts.clone()];
             for vlan in *vlans {
@@ -101,7 +140,7 @@ impl Scenario {
                 self.dir.pass_vlan(*vlan);
             }
             let options: Vec<&str> = options.iter().map(String::as_str).collect();
-            self.machine(name, tier, &options);
+            self.machine(name, *tier, &options);
         }
     }
 
@@ -110,6 +149,18 @@ impl Scenario {
         let tier = match tier {
             Tier::Debian => "debian",
             Tier::Smoke => "smoke",
+            Tier::Container => {
+                let output = Command::new(repo().join("tests/container/mk-start-script"))
+                    .arg("--guest")
+                    .arg(container_guest())
+                    .args(options)
+                    .arg(name)
+                    .arg(self.bin_dir())
+                    .output()
+                    .expect("run tests/container/mk-start-script");
+                assert!(output.status.success(), "mk-start-script: {}", String::from_utf8_lossy(&output.stderr));
+                return PathBuf::from(String::from_utf8(output.stdout).expect("utf-8").trim());
+            }
         };
         let output = Command::new(repo().join("tests/guest/mk-start-script"))
             .arg("--guest")

@@ -8,6 +8,7 @@
 mod bad_input;
 mod channel;
 mod commands;
+mod containers;
 // Shared with the quick tier; each tier uses part of it.
 #[path = "../common/mod.rs"]
 #[allow(dead_code)]

@@ -58,8 +58,10 @@ fn until_script(check: &str, interval: &str) -> String {
 /// upstream's `nc -z`.
 fn tcp_check(addr: &str, port: u16) -> String {
     let addr = shell_quote(addr);
+    // `true`, not `:`: bash as `sh` (a container's /bin/sh) is in POSIX mode, where a failed
+    // redirection on a special builtin such as `:` ends the whole shell.
     format!(
-        "{{ if [ -n \"${{BASH_VERSION:-}}\" ]; then : 2>/dev/null <>\"/dev/tcp/\"{addr}\"/{port}\"; \
+        "{{ if [ -n \"${{BASH_VERSION:-}}\" ]; then true 2>/dev/null <>\"/dev/tcp/\"{addr}\"/{port}\"; \
          else nc -z {addr} {port}; fi; }}"
     )
 }
@@ -309,8 +311,18 @@ pub(crate) mod tests {
     fn tcp_check_sees_open_and_closed_ports() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
         let port = listener.local_addr().expect("addr").port();
-        assert!(run(&["bash"], &tcp_check("127.0.0.1", port)).success());
+        // bash, and bash as a container's `sh` (POSIX mode), where a closed port must not end
+        // the loop around the check.
+        for shell in [&["bash"][..], &["bash", "--posix"][..]] {
+            assert!(run(shell, &tcp_check("127.0.0.1", port)).success(), "{shell:?}");
+        }
         drop(listener);
-        assert!(!run(&["bash"], &tcp_check("127.0.0.1", port)).success());
+        for shell in [&["bash"][..], &["bash", "--posix"][..]] {
+            assert!(!run(shell, &tcp_check("127.0.0.1", port)).success(), "{shell:?}");
+            let looped = format!("{}; echo still here", tcp_check("127.0.0.1", port));
+            let out =
+                std::process::Command::new(shell[0]).args(&shell[1..]).arg("-c").arg(&looped).output().expect("run");
+            assert_eq!(out.stdout, b"still here\n", "{shell:?}");
+        }
     }
 }

@@ -192,6 +192,12 @@ impl BaseMachine {
         Ok(self.core()?.is_up())
     }
 
+    /// Whether commands run at once: the machine runs and is ready (a VM's `is_up()`; a
+    /// container may be up and still booting). The driver syncs only such machines at the end.
+    fn _ready_for_commands(&self) -> PyResult<bool> {
+        Ok(self.core()?.is_up())
+    }
+
     /// Start the machine; does not wait for it to boot.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
         self.call(py, Traced::new("start"), self.core()?.start())

@@ -110,6 +110,14 @@ impl NspawnMachine {
         Ok(self.nspawn()?.pid())
     }
 
+    /// Upstream's `get_systemd_process`: the host pid of the container's init, once the
+    /// container is ready (waiting for it, and starting it if needed).
+    #[getter(get_systemd_process)]
+    fn get_systemd_process(&self, py: Python<'_>) -> PyResult<u32> {
+        let nspawn = self.nspawn()?;
+        Traced::new("get_systemd_process").run(nspawn.name(), |span| drive(py, span, nspawn.systemd_process()))
+    }
+
     /// The test's logger (ntd has one: the script's `log`).
     #[getter]
     fn logger(&self) -> crate::logger::Logger {

@@ -84,8 +84,9 @@ impl Nspawn {
         self.base.name()
     }
 
+    /// The start script runs (upstream's `is_up()` for a container).
     fn is_booted(&self) -> bool {
-        lock(&self.running).is_some()
+        lock(&self.running).as_ref().is_some_and(|running| running.child.exit_status().is_none())
     }
 
     pub(super) fn running(&self) -> Result<Arc<Running>> {
@@ -114,6 +115,11 @@ impl Nspawn {
     async fn start_locked(&self) -> Result<()> {
         if self.is_booted() {
             return Ok(());
+        }
+        // A run whose script exited without anyone waiting for it: forget it first.
+        let ended = lock(&self.running).clone();
+        if let Some(ended) = ended {
+            self.finish_run(&ended).await;
         }
         let name = self.name();
         self.check_start_script()?;
@@ -354,6 +360,11 @@ impl Nspawn {
     fn pid(&self) -> Option<u32> {
         lock(&self.running).as_ref().map(|running| running.child.pid())
     }
+
+    /// The pid of the container's init, once it is ready.
+    pub(super) fn leader_pid(&self) -> Option<u32> {
+        lock(&self.running).as_ref().and_then(|running| running.leader.get().map(|leader| leader.pid()))
+    }
 }
 
 /// What systemd-nspawn said so far, for the not-ready error.
@@ -425,7 +436,7 @@ impl crate::machine::Backend for Nspawn {
     }
 
     fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
+        self.connected.load(Ordering::SeqCst) && Nspawn::is_booted(self)
     }
 
     fn mark_disconnected(&self) {

@@ -145,6 +145,13 @@ impl NspawnMachine {
         &self.nspawn.notify_path
     }
 
+    /// Upstream's `get_systemd_process`: the pid (on the host) of the container's init,
+    /// waiting until the container is ready (starting it if needed).
+    pub async fn systemd_process(&self) -> Result<u32> {
+        self.connect().await?;
+        self.nspawn.leader_pid().ok_or_else(|| Error::NotRunning { machine: self.name().to_owned() })
+    }
+
     /// Upstream's `shutdown()`: `systemctl poweroff` in the container, then wait until the
     /// start script exits. The command ends with the container, which is not an error here.
     pub async fn shutdown(&self) -> Result<()> {
