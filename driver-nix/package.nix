@@ -18,6 +18,7 @@
   socat,
   util-linux,
   vde2,
+  systemd,
   tesseract,
   qemu_test,
   qemu_pkg ? qemu_test,
@@ -34,12 +35,13 @@ let
 
   # On the driver's PATH, as upstream's nixos/lib/test-driver/default.nix puts them there (its
   # propagatedBuildInputs): QEMU (start scripts name their own binary, but upstream puts it on
-  # PATH too), the VLAN switches, socat for shell_interact, coreutils and util-linux, and
-  # netpbm always; with OCR, ImageMagick (imagemagick_light) and tesseract (English only). ntd
-  # converts screenshots and prepares OCR images itself, so it does not run netpbm or
-  # ImageMagick: they are there for test scripts that call them, as they can under upstream's
-  # driver. Not here: upstream's vhost-device-vsock (the SSH backdoor, which ntd lacks) and
-  # systemd with enableNspawn (ntd runs no containers).
+  # PATH too), the VLAN switches (vde2, with vde_plug2tap for containers), socat for
+  # shell_interact, coreutils and util-linux (nsenter, into containers), and netpbm always;
+  # with containers (enableNspawn), systemd (journalctl follows a container's journal); with
+  # OCR, ImageMagick (imagemagick_light) and tesseract (English only). ntd converts screenshots
+  # and prepares OCR images itself, so it does not run netpbm or ImageMagick: they are there
+  # for test scripts that call them, as they can under upstream's driver. Not here: upstream's
+  # vhost-device-vsock (the SSH backdoor, which ntd lacks).
   runtimeTools =
     [
       qemu_pkg
@@ -51,6 +53,7 @@ let
       util-linux
       netpbm
     ]
+    ++ lib.optionals enableNspawn [ systemd ]
     ++ lib.optionals enableOCR [
       imagemagick_light
       (tesseract.override { enableLanguages = [ "eng" ]; })
@@ -65,78 +68,74 @@ let
     ]
     ++ extraPythonPackages python3Packages;
 in
-lib.warnIf enableNspawn
-  "ntd runs QEMU machines only: a test with `containers` fails with an error saying so"
-  (
-    python3Packages.buildPythonApplication {
-      pname = "ntd";
-      inherit version;
-      pyproject = true;
+python3Packages.buildPythonApplication {
+  pname = "ntd";
+  inherit version;
+  pyproject = true;
 
-      src = lib.fileset.toSource {
-        root = ../.;
-        fileset = lib.fileset.unions [
-          ../Cargo.toml
-          ../Cargo.lock
-          ../crates
-          ../python-shim
-        ];
-      };
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../crates
+      ../python-shim
+    ];
+  };
 
-      cargoDeps = rustPlatform.importCargoLock { lockFile = ../Cargo.lock; };
-      # maturin builds the wheel (ntd._native + the Python packages) from python-shim/.
-      buildAndTestSubdir = "python-shim";
+  cargoDeps = rustPlatform.importCargoLock { lockFile = ../Cargo.lock; };
+  # maturin builds the wheel (ntd._native + the Python packages) from python-shim/.
+  buildAndTestSubdir = "python-shim";
 
-      nativeBuildInputs = [
-        rustPlatform.cargoSetupHook
-        rustPlatform.maturinBuildHook
-        makeWrapper
-      ];
-      dependencies = pythonDependencies;
+  nativeBuildInputs = [
+    rustPlatform.cargoSetupHook
+    rustPlatform.maturinBuildHook
+    makeWrapper
+  ];
+  dependencies = pythonDependencies;
 
-      # The binaries embed this Python (PYO3_PYTHON), so they are built here too, from the
-      # same vendored crates.
-      postBuild = ''
-        PYO3_PYTHON=${python.interpreter} cargo build --release --offline --locked \
-          --target-dir target/ntd-cli -p ntd-cli --bins
-      '';
+  # The binaries embed this Python (PYO3_PYTHON), so they are built here too, from the
+  # same vendored crates.
+  postBuild = ''
+    PYO3_PYTHON=${python.interpreter} cargo build --release --offline --locked \
+      --target-dir target/ntd-cli -p ntd-cli --bins
+  '';
 
-      # The binaries are not Python scripts: they get their own wrapper below.
-      dontWrapPythonPrograms = true;
-      postInstall = ''
-        install -Dm755 target/ntd-cli/release/nixos-test-driver $out/bin/nixos-test-driver
-        # Replaces the wheel's Python entry point of the same name.
-        install -Dm755 target/ntd-cli/release/generate-driver-symbols $out/bin/generate-driver-symbols
-        for program in nixos-test-driver generate-driver-symbols; do
-          wrapProgram $out/bin/$program \
-            --prefix PATH : ${lib.makeBinPath runtimeTools} \
-            --prefix PYTHONPATH : ${python3Packages.makePythonPath pythonDependencies}
-        done
-      '';
+  # The binaries are not Python scripts: they get their own wrapper below.
+  dontWrapPythonPrograms = true;
+  postInstall = ''
+    install -Dm755 target/ntd-cli/release/nixos-test-driver $out/bin/nixos-test-driver
+    # Replaces the wheel's Python entry point of the same name.
+    install -Dm755 target/ntd-cli/release/generate-driver-symbols $out/bin/generate-driver-symbols
+    for program in nixos-test-driver generate-driver-symbols; do
+      wrapProgram $out/bin/$program \
+        --prefix PATH : ${lib.makeBinPath runtimeTools} \
+        --prefix PYTHONPATH : ${python3Packages.makePythonPath pythonDependencies}
+    done
+  '';
 
-      # The tests boot VMs (they need /dev/kvm or minutes of TCG, and root for the test
-      # guest); the flake's `checks` run the unit tests and a NixOS test instead.
-      doCheck = false;
-      pythonImportsCheck = [
-        "ntd"
-        "test_driver.driver"
-        "test_driver.machine"
-      ];
+  # The tests boot VMs (they need /dev/kvm or minutes of TCG, and root for the test
+  # guest); the flake's `checks` run the unit tests and a NixOS test instead.
+  doCheck = false;
+  pythonImportsCheck = [
+    "ntd"
+    "test_driver.driver"
+    "test_driver.machine"
+  ];
 
-      passthru = {
-        inherit
-          enableOCR
-          enableNspawn
-          qemu_pkg
-          runtimeTools
-          ;
-      };
+  passthru = {
+    inherit
+      enableOCR
+      enableNspawn
+      qemu_pkg
+      runtimeTools
+      ;
+  };
 
-      meta = {
-        description = "A native (Rust) NixOS test driver, compatible with nixos-test-driver";
-        license = lib.licenses.mit;
-        platforms = lib.platforms.linux;
-        mainProgram = "nixos-test-driver";
-      };
-    }
-  )
+  meta = {
+    description = "A native (Rust) NixOS test driver, compatible with nixos-test-driver";
+    license = lib.licenses.mit;
+    platforms = lib.platforms.linux;
+    mainProgram = "nixos-test-driver";
+  };
+}

@@ -202,8 +202,11 @@ let
       && hasInfix "/stub/requests/lib" withPackages.postInstall;
     "override qemu_pkg: that QEMU on PATH" =
       hasInfix "/stub/qemu/bin" withQemu.postInstall && !(hasInfix "qemu_test" withQemu.postInstall);
-    "override enableNspawn: warns that containers are not supported" =
-      withNspawn ? warning && !(ntd ? warning);
+    "override enableNspawn: systemd on PATH for containers, no warning" =
+      builtins.elem "systemd" (toolNames withNspawn)
+      && !(builtins.elem "systemd" (toolNames ntd))
+      && onPath withNspawn
+      && !(withNspawn ? warning);
     "override: all four arguments as the framework passes them" = asTheFrameworkDoes.pname == "ntd";
     "overlay: nixos-test-driver is ntd" =
       overlaid.nixos-test-driver.pname == "ntd" && overlaid.ntd.pname == "ntd";

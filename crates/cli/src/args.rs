@@ -8,7 +8,8 @@ use clap::Parser;
 use ntd_core::config::{self, DriverConfiguration, DriverSpec, MachineSpec};
 use ntd_core::log::LogLevel;
 
-/// A native (Rust) NixOS test driver: runs a NixOS test script against QEMU machines.
+/// A native (Rust) NixOS test driver: runs a NixOS test script against QEMU machines and
+/// systemd-nspawn containers.
 ///
 /// runNixOSTest passes `--config driverConfiguration.json`; the older interface (start scripts
 /// and a test script as arguments, or in the environment variables startScripts, vmNames,
@@ -97,8 +98,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub dump_vsocks: Option<u32>,
 
-    /// Give up on a machine whose backdoor shell has not connected after this many seconds
-    /// (default 300).
+    /// Give up on a machine whose backdoor shell has not connected (a container: that is not
+    /// ready) after this many seconds (default 300).
     #[arg(long, value_name = "SECONDS")]
     pub connect_timeout: Option<f64>,
 
