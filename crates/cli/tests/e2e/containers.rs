@@ -2,7 +2,7 @@
 //! VMs on shared VLANs, through the real `nixos-test-driver`: upstream's containers.nix and
 //! nspawn-daemon-reexec-dbus checks, every shared machine method, the faults a container
 //! shows, and that nothing of a container — processes, veths, bridges, taps — outlives a run,
-//! however it ends.
+//! however it ends (the global timeout, SIGTERM, even SIGKILL of the driver).
 //!
 //! Each test uses VLAN numbers of its own: a bridge `br<N>` and a tap `vde-tap<N>` are one per
 //! host, and the tests run side by side.
@@ -173,5 +173,30 @@ fn the_global_timeout_and_sigterm_leave_no_container_behind() {
     run.assert_status(143);
     run.assert_stderr_contains("received SIGTERM; stopping the test");
     assert_no_network_left(&["term"], &[7]);
+    assert_no_container_process_left(scenario.path());
+
+    // SIGKILL: the driver cannot clean up; its children's death signals do (the start script
+    // gets SIGTERM and removes the container and its network, vde_plug2tap and the switch die).
+    let mut scenario = Scenario::new();
+    scenario.mixed_network(&[("killed", Tier::Container, &[8])]);
+    let test = scenario.write("test.py", "killed.wait_for_unit('multi-user.target')\nkilled.succeed('sleep 600')\n");
+    let mut command = scenario.command(&[]);
+    scenario.add_machines(&mut command, &test);
+    let run = scenario.run_signalled(command, "must succeed: sleep 600", None, libc::SIGKILL, CONTAINER_LIMIT);
+    assert_eq!(run.status, None, "killed by a signal:\n{}", run.stderr);
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = std::fs::read_dir("/sys/class/net")
+            .expect("/sys/class/net")
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|device| ["br8", "vde-tap8", "killed-eth1"].contains(&device.as_str()))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(left.is_empty(), "network devices outlived the killed driver: {left:?}");
     assert_no_container_process_left(scenario.path());
 }
