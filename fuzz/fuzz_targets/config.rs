@@ -1,9 +1,10 @@
 //! The driver configuration (`ntd_core::config`).
 //!
-//! - `DriverConfiguration::parse` never panics; what it accepts has no containers and turns
-//!   into a spec with one machine per VM, named by its key; its errors name the file. A configuration written
-//!   from arbitrary names, paths, VLANs and timeouts (seconds, `format_seconds`, ISO 8601,
-//!   `HH:MM:SS`) parses back to those values.
+//! - `DriverConfiguration::parse` never panics; what it accepts turns into a spec with one
+//!   machine per VM and one container per container, each named by its key, no key naming
+//!   both; its errors name the file. A configuration written from arbitrary names, paths,
+//!   VLANs and timeouts (seconds, `format_seconds`, ISO 8601, `HH:MM:SS`) parses back to those
+//!   values, unless a key names both a VM and a container.
 //! - `parse_duration` never panics and ignores surrounding whitespace; a duration it returns
 //!   survives `format_seconds` and back. `format_seconds` writes plain decimal seconds, which
 //!   `parse_duration` reads back exactly for whole seconds and to within the f64 rounding
@@ -53,6 +54,7 @@ struct Config {
     test_script: String,
     enable_ssh_backdoor: Option<bool>,
     with_containers_key: bool,
+    containers: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -66,13 +68,19 @@ enum Timeout {
 fn check_json(path: &str, text: &str) {
     match DriverConfiguration::parse(Path::new(path), text) {
         Ok(config) => {
-            assert!(config.containers.is_empty(), "containers are refused");
+            assert!(config.vms.keys().all(|key| !config.containers.contains_key(key)), "a key names both");
             let vms = config.vms.clone();
+            let containers = config.containers.clone();
             let spec = config.into_spec();
             assert_eq!(spec.machines.len(), vms.len());
             for (machine, (key, vm)) in spec.machines.iter().zip(vms.iter()) {
                 assert_eq!(machine.name.as_deref(), Some(key.as_str()));
                 assert_eq!(Path::new(&machine.start_command), vm.start_script);
+            }
+            assert_eq!(spec.containers.len(), containers.len());
+            for (container, (key, c)) in spec.containers.iter().zip(containers.iter()) {
+                assert_eq!(container.name.as_deref(), Some(key.as_str()));
+                assert_eq!(Path::new(&container.start_command), c.start_script);
             }
         }
         Err(e) => {
@@ -113,12 +121,24 @@ fn check_config(config: Config) {
     if let Some(ssh) = config.enable_ssh_backdoor {
         object["enable_ssh_backdoor"] = json!(ssh);
     }
-    if config.with_containers_key {
-        object["containers"] = json!({});
+    let mut containers = serde_json::Map::new();
+    for (key, name, start_script) in &config.containers {
+        containers.insert(key.clone(), json!({ "name": name, "start_script": start_script }));
     }
+    if config.with_containers_key || !containers.is_empty() {
+        object["containers"] = json!(containers);
+    }
+    let clash = config.vms.iter().any(|(key, _, _)| config.containers.iter().any(|(other, _, _)| key == other));
     let text = object.to_string();
     let parsed = match DriverConfiguration::parse(Path::new("c.json"), &text) {
-        Ok(parsed) => parsed,
+        Ok(parsed) => {
+            assert!(!clash, "{text}: a key naming both a VM and a container is accepted");
+            parsed
+        }
+        Err(e) if clash => {
+            assert!(e.to_string().contains("names both a VM and a container"), "{e}");
+            return;
+        }
         Err(e) => panic!("{text} is rejected: {e}"),
     };
     assert_eq!(parsed.global_timeout, expected_timeout, "{text}");
@@ -134,6 +154,13 @@ fn check_config(config: Config) {
     for (machine, (key, script)) in spec.machines.iter().zip(by_key.iter()) {
         assert_eq!(machine.name.as_deref(), Some(key.as_str()));
         assert_eq!(&machine.start_command, *script);
+    }
+    let by_key: std::collections::BTreeMap<&String, &String> =
+        config.containers.iter().map(|(key, _name, script)| (key, script)).collect();
+    assert_eq!(spec.containers.len(), by_key.len());
+    for (container, (key, script)) in spec.containers.iter().zip(by_key.iter()) {
+        assert_eq!(container.name.as_deref(), Some(key.as_str()));
+        assert_eq!(&container.start_command, *script);
     }
 }
 
