@@ -1,16 +1,19 @@
 """Turn a benchmark run (benches/e2e/run) into a Markdown report and a latency plot.
 
-    python report.py DIR    reads DIR/results.json and DIR/boot-*.json, writes DIR/report.md
-                            (also printed) and DIR/latency.png
+    python report.py DIR    reads DIR/results.json, DIR/boot-*.json and, when the run measured
+                            containers, DIR/containers.json (and its driver log); writes
+                            DIR/report.md (also printed) and DIR/latency.png
 
 Every ratio compares ntd with the baseline measured in the same run on the same VM: for
-times, baseline / ntd (how many times faster ntd is); for throughput, ntd / baseline.
+times, baseline / ntd (how many times faster ntd is); for throughput, ntd / baseline. The
+containers' table compares a container with a VM, both through ntd, in one driver run.
 """
 
 import glob
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -18,6 +21,12 @@ import sys
 
 def median(values):
     return statistics.median(values) if values else float("nan")
+
+
+def p90(values):
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
 
 
 def fmt(value, unit):
@@ -100,11 +109,65 @@ def main(directory):
         f"| driver CPU for the whole run | {cpu['total']:.2f} s |",
         f"| driver peak RSS for the whole run (holds the 64 MiB outputs, both ways) | {results['driver_peak_rss_mib']:.1f} MiB |",
     ]
+    lines += containers_section(directory)
     report = "\n".join(lines) + "\n"
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write(report)
     print(report)
     plot(plotted, os.path.join(directory, "latency.png"))
+
+
+def containers_section(directory):
+    """A container beside a VM (containers.py), or why there is none."""
+    path = os.path.join(directory, "containers.json")
+    if not os.path.exists(path):
+        return ["", "Containers: not measured in this run (they need root and systemd-nspawn)."]
+    with open(path) as f:
+        c = json.load(f)
+    first, restarts, vm = c["container_first_start"], c["container_restarts"], c["vm_start"]
+    # The start script says how long copying the root filesystem into the empty root took.
+    copy = None
+    try:
+        with open(path + ".log") as log:
+            found = re.search(r"copied the root filesystem into \S+ in ([0-9.]+) s", log.read())
+            copy = float(found.group(1)) if found else None
+    except OSError:
+        pass
+
+    def restart(key):
+        return f"{median([r[key] for r in restarts]):.2f} s" if restarts else "—"
+
+    n = len(restarts)
+    lines = [
+        "",
+        "Containers beside VMs: one container (container guest) and one VM (Debian guest) on VLAN 1, in one driver run.",
+        "",
+        f"| start() → | container, first start (empty root{f', copy {copy:.2f} s' if copy is not None else ''}) "
+        f"| container, restart (kept root; median of {n}) | VM |",
+        "|---|---|---|---|",
+        f"| ready (READY=1 on NOTIFY_SOCKET) | {first['ready_s']:.2f} s | {restart('ready_s')} | — |",
+        f"| first succeed(\"true\") answered | {first['first_command_s']:.2f} s | {restart('first_command_s')} "
+        f"| {vm['first_command_s']:.1f} s |",
+        f"| multi-user.target | {first['multi_user_s']:.2f} s | {restart('multi_user_s')} | {vm['multi_user_s']:.1f} s |",
+    ]
+    if c["container_shutdown_s"]:
+        lines += [
+            "",
+            f"The container's shutdown() before each restart (power-off, the start script ended): median "
+            f"{median(c['container_shutdown_s']):.2f} s.",
+        ]
+    commands = c["commands_ms"]
+    rows = [
+        ('succeed("true") on the container (ntd: nsenter per command)', "container"),
+        ('succeed("true") on the container, upstream\'s way (Python subprocess.run of nsenter … sh -c)', "container_baseline"),
+        ("floor: nsenter /bin/true into the container from Python (no shell)", "container_floor"),
+        ('succeed("true") on the VM (ntd: backdoor shell)', "vm"),
+    ]
+    lines += ["", "| command, interleaved | median | p90 | samples |", "|---|---|---|---|"]
+    for label, key in rows:
+        values = commands[key]
+        lines.append(f"| {label} | {fmt(median(values), 'ms')} | {fmt(p90(values), 'ms')} | {len(values)} |")
+    return lines
 
 
 def plot(rows, path):
