@@ -74,6 +74,8 @@ notify=${{NOTIFY_SOCKET:?}}
 # bash and whose /tmp/shared is the shared directory.
 unshare --pid --fork --kill-child --mount-proc --mount --propagation private bash -c '
   set -e
+  # Opened before /tmp is covered: says when the mounts are done.
+  exec 4>"$2"
   mount --bind /bin/bash /bin/sh
   # The shared directory may be under /tmp: hold it on /mnt while /tmp gets a tmpfs.
   mount -t tmpfs none /mnt
@@ -82,18 +84,21 @@ unshare --pid --fork --kill-child --mount-proc --mount --propagation private bas
   mount -t tmpfs none /tmp
   mkdir /tmp/shared
   mount --move /mnt/shared /tmp/shared
+  echo ready >&4
+  exec 4>&-
   # An init reaps the orphans of the commands, as systemd does.
   while :; do sleep 1 & wait $!; done
-' init "$shared" &
+' init "$shared" "$root/.fake-init-ready" &
 unshare_pid=$!
 trap 'kill -KILL "$unshare_pid" 2>/dev/null; wait "$unshare_pid" 2>/dev/null; exit 0' TERM INT
 init=
 for _ in $(seq 500); do
   init=$(cat "/proc/$unshare_pid/task/$unshare_pid/children" 2>/dev/null || true)
   init=${{init%% *}}
-  [ -n "$init" ] && [ -e "/proc/$init/ns/mnt" ] && [ "$(readlink /proc/$init/ns/mnt)" != "$(readlink /proc/$$/ns/mnt)" ] && break
+  [ -n "$init" ] && [ -s "$root/.fake-init-ready" ] && break
   sleep 0.01
 done
+rm -f "$root/.fake-init-ready"
 echo "systemd-nspawn's PID is $unshare_pid"
 echo "Spawning container {name} on $root."
 printf 'STATUS=Container running.\nX_NSPAWN_LEADER_PID=%s\n{ready}' "$init" | socat -u - "UNIX-SENDTO:$notify"

@@ -186,18 +186,31 @@ impl Driver {
         vlan_numbers.dedup();
         let mut vlans = Vec::new();
         let has_containers = !options.containers.is_empty();
-        let started: Result<(), Error> = log::nested(None, "start all VLans", async {
-            for nr in vlan_numbers {
-                let vlan = VLan::start(nr, &tmp_dir).await?;
-                vlans.push(vlan);
-                if has_containers && let Some(vlan) = vlans.last() {
-                    vlan.plug_tap().await?;
-                }
+        let prepared: Result<(), Error> = if has_containers { Ok(nspawn_host::prepare()?) } else { Ok(()) };
+        let started: Result<(), Error> = match prepared {
+            Err(e) => Err(e),
+            Ok(()) => {
+                log::nested(None, "start all VLans", async {
+                    for nr in vlan_numbers {
+                        let vlan = VLan::start(nr, &tmp_dir).await?;
+                        // As upstream: a VLAN without its host tap still runs; its containers
+                        // and VMs then cannot reach each other, which the warning says.
+                        if has_containers && let Err(e) = vlan.plug_tap().await {
+                            log::warning(
+                                None,
+                                &format!(
+                                    "{}; the containers on VLAN {nr} cannot reach its VMs",
+                                    crate::full_message(&e)
+                                ),
+                            );
+                        }
+                        vlans.push(vlan);
+                    }
+                    Ok(())
+                })
+                .await
             }
-            Ok(())
-        })
-        .await;
-        let started = started.and_then(|()| if has_containers { Ok(nspawn_host::prepare()?) } else { Ok(()) });
+        };
         let env: Vec<(String, String)> = vlans.iter().map(VLan::environment).collect();
         let mut machines: Vec<Machine> = Vec::new();
         let created = started.and_then(|()| {

@@ -64,7 +64,14 @@ pub fn prepare() -> Result<(), Error> {
     };
     if !same_run {
         std::fs::create_dir_all("/var").map_err(|e| Error(format!("cannot create /var: {e}")))?;
-        std::os::unix::fs::symlink("/run", "/var/run").map_err(|e| Error(format!("cannot link /var/run: {e}")))?;
+        match std::os::unix::fs::symlink("/run", "/var/run") {
+            Ok(()) => {}
+            // A directory of its own (upstream's `ln -s` would make /var/run/run): leave it.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                log::info(None, "nspawn set-up: /var/run is not /run; left as it is");
+            }
+            Err(e) => return Err(Error(format!("cannot link /var/run: {e}"))),
+        }
     }
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     if !cgroup2_mounted(&mounts) {

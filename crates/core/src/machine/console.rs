@@ -204,6 +204,25 @@ impl Console {
     }
 }
 
+/// Call `line` with each line `reader` gives until it closes, undecodable bytes replaced:
+/// unlike `AsyncBufReadExt::lines`, a byte that is not UTF-8 neither ends the reading nor
+/// leaves the writer with a closed pipe (and SIGPIPE) for its next line.
+pub async fn each_line(reader: impl AsyncRead + Unpin, mut line: impl FnMut(String)) {
+    use tokio::io::AsyncBufReadExt;
+    let mut reader = tokio::io::BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&buf);
+                line(text.trim_end_matches(['\n', '\r']).to_owned());
+            }
+        }
+    }
+}
+
 /// Read a console (QEMU's stdout, a journal) until it closes, logging each line as
 /// `machine # line`.
 pub async fn pump(mut stdout: impl AsyncRead + Unpin, machine: String, console: std::sync::Arc<Console>) {

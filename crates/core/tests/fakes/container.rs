@@ -34,6 +34,9 @@ async fn commands_waits_and_files_as_on_a_vm() {
     shared::waits_behave(&machine).await;
     shared::files_behave(&machine, &scenario).await;
     assert!(machine.is_up());
+    // Undecodable stderr is logged and drained: the command is not cut off by a closed pipe.
+    let out = machine.succeed(&cmd(r"printf 'a\377b\n' >&2; sleep 0.3; echo more >&2; echo ok"), None).await;
+    assert_eq!(out.expect("stderr that is not UTF-8"), b"ok\n");
     // Upstream's environment: nothing but what /etc/profile sets.
     let env = machine.succeed(&cmd("env | grep -c NOTIFY_SOCKET || true"), None).await.expect("env");
     assert_eq!(env, b"0\n");

@@ -3,7 +3,7 @@
 //! --follow` on it runs for as long as the container does, and every entry is logged as the
 //! machine's serial output.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +36,13 @@ async fn until_over(mut exit: watch::Receiver<Option<ExitStatus>>, mut stopping:
 
 /// Follow the journal of the container whose root directory is the machine's state
 /// directory, until `exit` (the start script's) or `stopping` says the run is over.
+///
+/// `cursor` keeps the last entry shown, so that a restarted journalctl goes on after it
+/// instead of repeating the whole journal (beside the state directory, which is the
+/// container's root; the caller removes it).
 pub(super) async fn follow(
     base: Arc<Base>,
+    cursor: PathBuf,
     exit: watch::Receiver<Option<ExitStatus>>,
     stopping: watch::Receiver<bool>,
 ) {
@@ -58,12 +63,14 @@ pub(super) async fn follow(
             _ = until_over(exit.clone(), stopping.clone()) => {}
         }
     }
-    // Where the last entry shown is kept, so that a restarted journalctl goes on after it
-    // instead of repeating the whole journal.
-    let cursor = base.state_dir().join(".ntd-journal-cursor");
+    let _ = std::fs::remove_file(&cursor);
     while !over(&exit, &stopping) {
         if let Err(e) = follow_once(&base, &path, &cursor, exit.clone(), stopping.clone()).await {
             base.log(&format!("Error while reading journalctl output: {e}"));
+            if e.kind() == std::io::ErrorKind::NotFound {
+                // No journalctl: saying it once is enough.
+                return;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -89,8 +96,14 @@ async fn follow_once(
         .arg(format!("--cursor-file={}", cursor.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     let mut child = process::Child::spawn(command).await?;
+    if let Some(stderr) = child.stderr.take() {
+        let machine = base.name().to_owned();
+        tokio::spawn(crate::machine::console::each_line(stderr, move |line| {
+            log::log(Some(&machine), &format!("journalctl: {line}"));
+        }));
+    }
     let Some(mut stdout) = child.stdout.take() else { return Ok(()) };
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; 16 * 1024];

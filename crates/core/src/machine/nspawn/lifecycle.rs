@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -46,6 +46,8 @@ pub(super) struct Running {
     nspawn_pid: watch::Receiver<Option<u32>>,
     /// The container's init, once the container is ready.
     pub(super) leader: OnceLock<Arc<Leader>>,
+    /// The notify socket's reader: it reads until it is stopped.
+    listener: JoinHandle<()>,
     _stdin: Option<tokio::process::ChildStdin>,
     /// Set when ntd stops the container: the journal follower ends.
     stopping: watch::Sender<bool>,
@@ -58,6 +60,8 @@ pub struct Nspawn {
     pub(super) start_script: PathBuf,
     /// The `NOTIFY_SOCKET` given to the start script.
     pub(super) notify_path: PathBuf,
+    /// Where the journal follower keeps its place (see [`journal::follow`]).
+    journal_cursor: PathBuf,
     ready_timeout: Duration,
     /// Serialises `start`, `connect` and `wait_for_shutdown`.
     lifecycle: tokio::sync::Mutex<()>,
@@ -69,10 +73,12 @@ impl Nspawn {
     pub(super) fn new(base: Arc<Base>, config: &NspawnConfig, start_script: PathBuf) -> Nspawn {
         // Upstream's path: `<tmp>/<name>-nspawn.sock`.
         let notify_path = base.tmp_dir.join(format!("{}-nspawn.sock", base.name()));
+        let journal_cursor = base.tmp_dir.join(format!("{}-journal.cursor", base.name()));
         Nspawn {
             base,
             start_script,
             notify_path,
+            journal_cursor,
             ready_timeout: config.ready_timeout,
             lifecycle: tokio::sync::Mutex::new(()),
             running: Mutex::new(None),
@@ -148,7 +154,6 @@ impl Nspawn {
 
         let mut tasks = Vec::new();
         let (notify, listener) = notify::listen(socket, name.to_owned());
-        tasks.push(listener);
         let (announce, nspawn_pid) = watch::channel(None);
         if let Some(stdout) = child.stdout.take() {
             tasks.push(tokio::spawn(pump_stdout(stdout, Arc::clone(&self.base), announce)));
@@ -156,24 +161,27 @@ impl Nspawn {
         if let Some(stderr) = child.stderr.take() {
             let machine = name.to_owned();
             let console = Arc::clone(self.base.console());
-            tasks.push(tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    log::log(Some(&machine), &line);
-                    console.push(line);
-                }
-            }));
+            tasks.push(tokio::spawn(crate::machine::console::each_line(stderr, move |line| {
+                log::log(Some(&machine), &line);
+                console.push(line);
+            })));
         }
         // The script's stdin stays open, as upstream's pipe does, for as long as it runs.
         let stdin = child.stdin.take();
         let (stopping, stopped) = watch::channel(false);
-        tasks.push(tokio::spawn(journal::follow(Arc::clone(&self.base), child.exit_watch(), stopped)));
+        tasks.push(tokio::spawn(journal::follow(
+            Arc::clone(&self.base),
+            self.journal_cursor.clone(),
+            child.exit_watch(),
+            stopped,
+        )));
         *lock(&self.running) = Some(Arc::new(Running {
             spawned_at,
             child,
             notify,
             nspawn_pid,
             leader: OnceLock::new(),
+            listener,
             _stdin: stdin,
             stopping,
             tasks: Mutex::new(tasks),
@@ -189,8 +197,16 @@ impl Nspawn {
             return Ok(());
         }
         let _lifecycle = self.lifecycle.lock().await;
-        if self.connected.load(Ordering::SeqCst) {
+        if self.connected.load(Ordering::SeqCst) && self.is_booted() {
             return Ok(());
+        }
+        // A container whose start script exited unwaited for is gone: say so, rather than
+        // booting another one under a command (`start()` does that).
+        let ended = lock(&self.running).clone();
+        if let Some(ended) = ended
+            && ended.child.exit_status().is_some()
+        {
+            return Err(self.exited(&ended, "before the command could run").await);
         }
         let name = self.name().to_owned();
         log::nested(Some(&name), "waiting for the container to be ready", async {
@@ -230,6 +246,7 @@ impl Nspawn {
         let mut notify = running.notify.clone();
         let mut notify_open = true;
         let mut nspawn_pid = running.nspawn_pid.clone();
+        let mut pump_open = true;
         let deadline = tokio::time::Instant::now() + self.ready_timeout;
         loop {
             let state = notify.borrow_and_update().clone();
@@ -241,7 +258,7 @@ impl Nspawn {
             }
             tokio::select! {
                 changed = notify.changed(), if notify_open => notify_open = changed.is_ok(),
-                _ = nspawn_pid.changed() => {}
+                changed = nspawn_pid.changed(), if pump_open => pump_open = changed.is_ok(),
                 status = running.child.wait() => {
                     let context = format!("before the container was ready ({})", describe_status(status));
                     return Err(self.exited(running, &context).await);
@@ -309,15 +326,21 @@ impl Nspawn {
             leader.signal(Signal::SIGKILL);
             let _ = tokio::time::timeout(Duration::from_secs(5), leader.exited()).await;
         }
+        running.listener.abort();
         let tasks: Vec<JoinHandle<()>> = lock(&running.tasks).drain(..).collect();
         for mut task in tasks {
             if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
                 task.abort();
             }
         }
-        let _ = std::fs::remove_file(&self.notify_path);
-        *lock(&self.running) = None;
-        self.connected.store(false, Ordering::SeqCst);
+        // Only if it is still this run's: a new one may have started meanwhile.
+        let mut current = lock(&self.running);
+        if current.as_ref().is_some_and(|current| std::ptr::eq(Arc::as_ptr(current), running)) {
+            *current = None;
+            let _ = std::fs::remove_file(&self.notify_path);
+            let _ = std::fs::remove_file(&self.journal_cursor);
+            self.connected.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Upstream's `release()`: stop the container if it runs (SIGTERM to the start script,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
 use super::leader::Leader;
 use super::lifecycle::Nspawn;
@@ -23,6 +23,36 @@ use crate::machine::{Error, ExecuteOptions, NulInCommand, Result};
 
 /// The status `timeout(1)` returns for a command it killed, as VMs return it.
 const TIMED_OUT: i32 = 124;
+/// The status of a command killed by SIGKILL, as a PID namespace's end kills everything in it.
+const KILLED: i32 = 128 + 9;
+
+/// `nsenter` on the driver's PATH (as upstream's `shutil.which`): the command's own
+/// environment is empty, so it cannot be looked up there (a Nix build has util-linux on PATH
+/// only).
+fn nsenter() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("nsenter")).find(|p| p.is_file()))
+        .unwrap_or_else(|| std::path::PathBuf::from("nsenter"))
+}
+
+/// Kills a command's process group when dropped (the command's caller gave up on it: an
+/// interrupted script), unless disarmed once the command was waited for.
+struct GroupGuard(Option<nix::unistd::Pid>);
+
+impl GroupGuard {
+    /// Kill the group now (it is not reaped yet, so its id is still its own).
+    fn kill(&mut self) {
+        if let Some(group) = self.0.take() {
+            let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
 
 /// Upstream's shell prelude for a container command.
 pub fn container_command(command: &str) -> String {
@@ -79,7 +109,7 @@ impl Nspawn {
         // Not a supervised child: what the command starts in the background lives on after
         // it, as in a VM. Its own process group, so that a timeout can end all of it, as
         // timeout(1) does in a VM.
-        let mut nsenter = tokio::process::Command::new("nsenter");
+        let mut nsenter = tokio::process::Command::new(nsenter());
         nsenter
             .arg("--target")
             .arg(leader.pid().to_string())
@@ -87,6 +117,7 @@ impl Nspawn {
             .arg(container_command(command))
             .env_clear()
             .process_group(0)
+            .kill_on_drop(true)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -95,15 +126,10 @@ impl Nspawn {
             action: "run nsenter (util-linux) to enter the container".to_owned(),
             source,
         })?;
-        let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(nix::unistd::Pid::from_raw);
+        let mut group = GroupGuard(child.id().and_then(|pid| i32::try_from(pid).ok()).map(nix::unistd::Pid::from_raw));
         if let Some(stderr) = child.stderr.take() {
             let machine = self.name().to_owned();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    log::log(Some(&machine), &line);
-                }
-            });
+            tokio::spawn(crate::machine::console::each_line(stderr, move |line| log::log(Some(&machine), &line)));
         }
         let Some(mut stdout) = child.stdout.take() else {
             return Err(Error::NotRunning { machine: self.name().to_owned() });
@@ -129,24 +155,27 @@ impl Nspawn {
                 }
             };
             tokio::select! {
+                // A command that finished is reported as it finished, even if the container
+                // went at the same moment.
+                biased;
                 done = &mut run => Outcome::Done(done),
                 _ = timeout => Outcome::TimedOut,
                 _ = leader.exited() => Outcome::InitExited,
             }
         };
         // nsenter is not reaped yet (only `wait` reaps it), so its group id is still its own.
-        let kill_group = |child: &mut tokio::process::Child| {
-            if let Some(group) = group {
-                let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
-            }
+        let mut kill_group = |child: &mut tokio::process::Child| {
+            group.kill();
             let _ = child.start_kill();
         };
         match outcome {
             Outcome::Done(Ok(status)) => {
+                // Waited for: the group id may belong to someone else from now on.
+                group.0 = None;
                 let code = shell_status(status);
-                // A command killed with the container: its status says so only through
-                // its signal; the init's exit follows within moments.
-                if code > 128 && self.init_exits_soon(&leader).await {
+                // A command killed with the container (the end of a PID namespace is a
+                // SIGKILL to everything in it); the init's exit follows within moments.
+                if code == KILLED && self.init_exits_soon(&leader).await {
                     return Err(self.exited(&running, &format!("while running `{command}`")).await);
                 }
                 Ok((code, universal_newlines(output)))
