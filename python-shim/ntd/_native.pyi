@@ -268,6 +268,7 @@ class QemuMachine(BaseMachine):
         self, event_filter: Callable[[dict[str, Any]], bool], timeout: _Duration = ...
     ) -> dict[str, Any]: ...
 
+@disjoint_base
 class NspawnMachine(BaseMachine):
     """A systemd-nspawn container (upstream's `NspawnMachine`)."""
 

@@ -11,6 +11,7 @@ fn run_example(name: &str) -> (Scenario, crate::harness::Run) {
         .arg(name)
         .env("NTD_DRIVER", env!("CARGO_BIN_EXE_nixos-test-driver"))
         .env("NTD_GUEST_DIR", crate::harness::guest())
+        .env("NTD_CONTAINER_DIR", crate::harness::container_guest())
         .env("TMPDIR", scenario.tmp_dir())
         .env("NO_COLOR", "1");
     let limit = match name {
@@ -59,6 +60,18 @@ fn multi_machine_example_passes() {
     run.assert_stderr_contains("(finished: subtest: the client reaches the server by name, in ");
     run.assert_stderr_contains("(finished: subtest: a partition, in ");
     run.assert_stderr_contains("client: (finished: waiting for success: ping -c 1 -W 2 server, in ");
+}
+
+#[test]
+fn containers_example_passes() {
+    let (_scenario, run) = run_example("containers");
+    run.assert_status(0);
+    run.assert_stderr_contains("(finished: subtest: the client reaches the server over VLAN 1, in ");
+    run.assert_stderr_contains("(finished: subtest: files go through /tmp/shared, in ");
+    run.assert_stderr_contains("server: the container is ready (init pid ");
+    let log = repo().join("target/examples/containers/out/hello.log");
+    let log = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(log.contains("hello.service"), "{log}");
 }
 
 /// `cargo run -p ntd-core --example boot-and-run`: cargo builds the examples of the workspace
