@@ -20,24 +20,24 @@ pub fn repo_file(path: &str) -> PathBuf {
     repo().join(path)
 }
 
+/// A built guest: the directory in the environment variable `var`, or what `build` (a script
+/// under tests/, which builds or finds it in its cache) prints.
+fn built(var: &str, build: &str, needs: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(var) {
+        return PathBuf::from(dir);
+    }
+    let output = Command::new(repo().join(build)).stderr(Stdio::inherit()).output().expect("run the guest build");
+    assert!(
+        output.status.success(),
+        "{needs}; {build} failed (it needs root and the packages of scripts/install-host-deps)"
+    );
+    PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
+}
+
 /// The built guest: `NTD_GUEST_DIR`, or built (or found in the cache) by tests/guest/build.
 pub fn guest() -> &'static Path {
     static GUEST: OnceLock<PathBuf> = OnceLock::new();
-    GUEST.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("NTD_GUEST_DIR") {
-            return PathBuf::from(dir);
-        }
-        let output = Command::new(repo().join("tests/guest/build"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run tests/guest/build");
-        assert!(
-            output.status.success(),
-            "the end-to-end tests need the test guest; tests/guest/build failed (it needs root and \
-             the packages of scripts/install-host-deps)"
-        );
-        PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
-    })
+    GUEST.get_or_init(|| built("NTD_GUEST_DIR", "tests/guest/build", "the end-to-end tests need the test guest"))
 }
 
 /// The built container guest: `NTD_CONTAINER_DIR`, or built (or found in the cache) by
@@ -45,19 +45,7 @@ pub fn guest() -> &'static Path {
 pub fn container_guest() -> &'static Path {
     static GUEST: OnceLock<PathBuf> = OnceLock::new();
     GUEST.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("NTD_CONTAINER_DIR") {
-            return PathBuf::from(dir);
-        }
-        let output = Command::new(repo().join("tests/container/build"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run tests/container/build");
-        assert!(
-            output.status.success(),
-            "the container tests need the container guest; tests/container/build failed (it needs root and \
-             the packages of scripts/install-host-deps)"
-        );
-        PathBuf::from(String::from_utf8(output.stdout).expect("utf-8 path").trim())
+        built("NTD_CONTAINER_DIR", "tests/container/build", "the container tests need the container guest")
     })
 }
 

@@ -223,25 +223,33 @@ pub async fn each_line(reader: impl AsyncRead + Unpin, mut line: impl FnMut(Stri
     }
 }
 
-/// Read a console (QEMU's stdout, a journal) until it closes, logging each line as
-/// `machine # line`.
-pub async fn pump(mut stdout: impl AsyncRead + Unpin, machine: String, console: std::sync::Arc<Console>) {
+/// Read a console until it closes, giving `line` each of its lines as [`LineSplitter`] cleans
+/// them (the last one too, unterminated); a read error ends it and is returned.
+pub async fn pump_lines(mut reader: impl AsyncRead + Unpin, mut line: impl FnMut(String)) -> std::io::Result<()> {
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match stdout.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for line in splitter.push(&buf[..n]) {
-            crate::log::serial(&machine, &line);
-            console.push(line);
+    let result = loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => splitter.push(&buf[..n]).into_iter().for_each(&mut line),
+            Err(e) => break Err(e),
         }
+    };
+    if let Some(last) = splitter.finish() {
+        line(last);
     }
-    if let Some(line) = splitter.finish() {
-        crate::log::serial(&machine, &line);
-        console.push(line);
-    }
+    result
+}
+
+/// Log a console line as the machine's serial output (`machine # line`) and keep it.
+pub fn serial_line(machine: &str, console: &Console, line: String) {
+    crate::log::serial(machine, &line);
+    console.push(line);
+}
+
+/// Read a console (QEMU's stdout) until it closes, logging each line as `machine # line`.
+pub async fn pump(stdout: impl AsyncRead + Unpin, machine: String, console: std::sync::Arc<Console>) {
+    let _ = pump_lines(stdout, |line| serial_line(&machine, &console, line)).await;
 }
 
 #[cfg(test)]

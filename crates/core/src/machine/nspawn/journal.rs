@@ -8,12 +8,11 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::log;
 use crate::machine::Base;
-use crate::machine::console::LineSplitter;
+use crate::machine::console;
 use crate::process;
 
 /// How often to look for the journal directory, and to restart a journalctl that died.
@@ -104,22 +103,8 @@ async fn follow_once(
             log::log(Some(&machine), &format!("journalctl: {line}"));
         }));
     }
-    let Some(mut stdout) = child.stdout.take() else { return Ok(()) };
-    let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 16 * 1024];
-    let pump = async {
-        loop {
-            let n = stdout.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            for line in splitter.push(&buf[..n]) {
-                log::serial(base.name(), &line);
-                base.console().push(line);
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    };
+    let Some(stdout) = child.stdout.take() else { return Ok(()) };
+    let pump = console::pump_lines(stdout, |line| console::serial_line(base.name(), base.console(), line));
     tokio::pin!(pump);
     let result = tokio::select! {
         result = &mut pump => result,

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -23,7 +22,7 @@ use super::leader::Leader;
 use super::notify::{self, NotifyState};
 use super::{NspawnConfig, TAIL_LINES, journal};
 use crate::log;
-use crate::machine::console::LineSplitter;
+use crate::machine::console;
 use crate::machine::{Base, BoxFuture, Error, ExecuteOptions, Result, lock};
 use crate::process::{self, describe_status};
 
@@ -412,29 +411,15 @@ fn only_child(pid: u32) -> Option<u32> {
 
 /// Log the start script's stdout (systemd-nspawn's and the container console's lines) as the
 /// machine's serial lines until it closes, noting the pid line upstream's script prints.
-async fn pump_stdout(mut stdout: tokio::process::ChildStdout, base: Arc<Base>, announce: watch::Sender<Option<u32>>) {
-    let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 16 * 1024];
-    let handle = |line: String| {
+async fn pump_stdout(stdout: tokio::process::ChildStdout, base: Arc<Base>, announce: watch::Sender<Option<u32>>) {
+    let _ = console::pump_lines(stdout, |line| {
         if let Some(pid) = line.strip_prefix(PID_LINE).and_then(|pid| pid.trim().parse::<u32>().ok()) {
             // Runs before systemd-nspawn is exec'd: its child appears later.
             announce.send_replace(Some(pid));
         }
-        log::serial(base.name(), &line);
-        base.console().push(line);
-    };
-    loop {
-        let n = match stdout.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for line in splitter.push(&buf[..n]) {
-            handle(line);
-        }
-    }
-    if let Some(line) = splitter.finish() {
-        handle(line);
-    }
+        console::serial_line(base.name(), base.console(), line);
+    })
+    .await;
 }
 
 impl crate::machine::Backend for Nspawn {
