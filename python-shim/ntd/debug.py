@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -40,10 +41,18 @@ class Debug(DebugAbstract):
     def __init__(self, logger: Any, attach_command: str) -> None:
         self.logger = logger
         self.attach = attach_command
+        # More to say at a breakpoint: the driver adds how to reach its machines over the SSH
+        # backdoor. Each gives text or None.
+        self.hints: list[Callable[[], "str | None"]] = []
 
     def breakpoint(self, host: str = "127.0.0.1", port: int = 4444) -> None:
         pattern = str(random.randrange(999999, 9999999))
         self.logger.log_test_error(f"Breakpoint reached, run 'sudo {self.attach} {pattern}'")
+        for hint in self.hints:
+            text = hint()
+            if text:
+                for line in text.splitlines():
+                    self.logger.log(line)
         # The attach command opens an interactive shell with $bashInteractive.
         bash = shutil.which("bash")
         if bash is not None:

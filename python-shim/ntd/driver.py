@@ -31,10 +31,11 @@ from typing import Any
 from unittest import TestCase
 
 from ntd import _native
-from ntd.debug import DebugAbstract, DebugNop
+from ntd.debug import Debug, DebugAbstract, DebugNop
 from ntd.duration import Duration, as_timedelta, polling_interval
 from ntd.errors import MachineError, RequestedAssertionFailed
 from ntd.polling_condition import PollingCondition
+from ntd.vsock import VHostDeviceVsock, VsockPair
 
 BaseMachine = _native.BaseMachine
 QemuMachine = _native.QemuMachine
@@ -198,6 +199,7 @@ class Driver:
         connect_timeout: "Duration | None" = None,
         native: "_native.Driver | None" = None,
         containers: StartScripts = (),
+        enable_ssh_backdoor: bool = False,
     ) -> None:
         self._machine_specs = _specs(start_scripts)
         self._container_specs = _specs(containers)
@@ -219,6 +221,7 @@ class Driver:
         self.debug = debug if debug is not None else DebugNop()
         self.polling_conditions: list[PollingCondition] = []
         self._interactive = False
+        self._enable_ssh_backdoor = enable_ssh_backdoor
         # A native driver handed in (by nixos-test-driver) belongs to whoever made it.
         self._owned = native is None
         self.native: "_native.Driver | None" = None
@@ -230,6 +233,10 @@ class Driver:
         # As upstream: every command of a driver machine first checks the polling conditions.
         for machine in native.machines:
             machine.callbacks.append(self.check_polling_conditions)
+        # A test paused at a breakpoint says how to get a shell in its machines (upstream's
+        # debug hook names only the sandbox and the pdb port).
+        if isinstance(self.debug, Debug) and native.enable_ssh_backdoor:
+            self.debug.hints.append(lambda: native.ssh_backdoor_listing(styled=False))
 
     def open(self) -> "Driver":
         """Start the VLAN switches and create the machines (none is booted yet). Opening an
@@ -244,6 +251,9 @@ class Driver:
                     global_timeout=self._global_timeout,
                     connect_timeout=self._connect_timeout,
                     containers=self._container_specs,
+                    enable_ssh_backdoor=self._enable_ssh_backdoor,
+                    # A library user has this Python, with ntd, but maybe no ntd-ssh-proxy.
+                    ssh_proxy=[sys.executable, "-m", "ntd.ssh_proxy"],
                 )
             )
             _open_drivers.add(self)
@@ -290,6 +300,27 @@ class Driver:
     @property
     def machines_nspawn(self) -> list[NspawnMachine]:
         return [m for m in self.machines if isinstance(m, NspawnMachine)]
+
+    @property
+    def enable_ssh_backdoor(self) -> bool:
+        """Whether the run has the SSH backdoor (upstream's `config.enable_ssh_backdoor`)."""
+        if self.native is not None:
+            return self.native.enable_ssh_backdoor
+        return self._enable_ssh_backdoor
+
+    @property
+    def vhost_vsock(self) -> "VHostDeviceVsock | None":
+        """The SSH backdoor's vhost-device-vsock (upstream's `driver.vhost_vsock`): `None`
+        without the backdoor, or without VMs."""
+        described = self.native.vhost_vsock if self.native is not None else None
+        if described is None:
+            return None
+        pid, temp_dir, sockets = described
+        return VHostDeviceVsock(
+            pid=pid,
+            temp_dir=temp_dir,
+            sockets={name: VsockPair(guest=guest, host=host, cid=cid) for name, guest, host, cid in sockets},
+        )
 
     @property
     def global_timeout(self) -> float:
@@ -450,6 +481,10 @@ class Driver:
             command = start_command
         if keep_vm_state is not None:
             keep_machine_state = keep_vm_state
+        if self.enable_ssh_backdoor:
+            self.logger.warning(
+                f"create_machine({name}): not enabling SSH backdoor, this is not supported for VMs created with create_machine!"
+            )
         return self._opened().create_machine(command, name=name, keep_machine_state=keep_machine_state)
 
     def serial_stdout_on(self) -> None:
@@ -458,8 +493,19 @@ class Driver:
     def serial_stdout_off(self) -> None:
         self.logger.print_serial_logs(False)
 
-    def dump_machine_ssh(self) -> None:
-        """Upstream prints how to reach machines over the SSH backdoor; ntd has none."""
+    def dump_machine_ssh(self, offset: "int | None" = None) -> None:
+        """Print how to reach each machine over the SSH backdoor (nothing without it).
+
+        Where the host's ssh cannot reach `vsock-mux/` addresses (no systemd-ssh-proxy 258 or
+        newer), a second command per VM uses ntd's ssh configuration. `offset` is older
+        nixpkgs' `--dump-vsocks`: VMs with kernel vsock devices, `vsock/<offset + 1 + i>`."""
+        native = self._opened()
+        if offset is not None:
+            print(native.legacy_ssh_listing(offset), end="")
+            return
+        listing = native.ssh_backdoor_listing()
+        if listing is not None:
+            print(listing, end="")
 
     def check_polling_conditions(self) -> None:
         for condition in self.polling_conditions:

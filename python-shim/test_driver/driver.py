@@ -16,13 +16,16 @@ from ntd import driver as _driver
 from ntd.debug import DebugAbstract
 from ntd.driver import AssertionTester, pythonize_name, retry
 from ntd.duration import Duration
+from ntd.vsock import VHostDeviceVsock, VsockPair
 from test_driver.config import DriverConfiguration, VMConfiguration, load_driver_configuration
 
 __all__ = [
     "AssertionTester",
     "Driver",
     "DriverConfiguration",
+    "VHostDeviceVsock",
     "VMConfiguration",
+    "VsockPair",
     "load_driver_configuration",
     "pythonize_name",
     "retry",
@@ -95,8 +98,8 @@ class Driver(_driver.Driver):
             debug,
             test_script_path=test_script_path,
             containers=containers,
+            enable_ssh_backdoor=enable_ssh_backdoor,
         )
-        self.enable_ssh_backdoor = enable_ssh_backdoor
         # A driver for an interactive session (upstream's newest keyword): its waits poll from
         # the host, as in `nixos-test-driver --interactive`.
         self._interactive = interactive

@@ -93,8 +93,8 @@ pub struct Args {
     #[arg(long, value_name = "GLOBAL_TIMEOUT")]
     pub global_timeout: Option<String>,
 
-    /// Print SSH commands for the machines' vsock backdoor, numbered from N + 1 (older nixpkgs
-    /// passes it with its debug hook). Not supported yet: ntd says so and goes on.
+    /// Print SSH commands for the machines' kernel vsock devices, numbered from N + 1, as older
+    /// nixpkgs asks with its SSH backdoor (its VMs bring the devices themselves)
     #[arg(long, value_name = "N")]
     pub dump_vsocks: Option<u32>,
 
@@ -145,6 +145,9 @@ pub struct Resolved {
     /// What was asked for that ntd cannot honour here: one warning line each, logged when the
     /// run starts.
     pub notices: Vec<String>,
+    /// Older nixpkgs' `--dump-vsocks <offset>`: print its SSH listing (`vsock/<offset + 1 + i>`)
+    /// when the run starts. `None` when not given, or when the configuration's backdoor wins.
+    pub dump_vsocks: Option<u32>,
 }
 
 /// An argument, or the environment variable upstream takes as its default.
@@ -193,12 +196,6 @@ impl Args {
         let keep_machine_state = self.keep_machine_state || self.keep_vm_state;
 
         let mut notices = Vec::new();
-        if let Some(offset) = self.dump_vsocks {
-            notices.push(format!(
-                "--dump-vsocks {offset}: ntd has no SSH backdoor over vsock yet, so there are no SSH commands to print; \
-                 the test runs without it"
-            ));
-        }
         let mut spec = match &self.config {
             Some(path) => {
                 let legacy = [
@@ -250,6 +247,23 @@ impl Args {
             }
             container.start_command = script.display().to_string();
         }
+        // Older nixpkgs' backdoor: its VMs carry kernel vsock devices numbered from the offset,
+        // and the driver only lists them. The configuration's enable_ssh_backdoor is the newer
+        // backdoor (vhost-device-vsock): with both, that one is set up and listed.
+        let dump_vsocks = match self.dump_vsocks {
+            Some(0) => {
+                notices.push("--dump-vsocks 0: nothing to list (as upstream: an offset of 0 turns it off)".to_owned());
+                None
+            }
+            Some(offset) if spec.enable_ssh_backdoor => {
+                notices.push(format!(
+                    "--dump-vsocks {offset}: the configuration's enable_ssh_backdoor serves the VMs' vsock through \
+                     vhost-device-vsock, so the listing names its sockets (vsock-mux/), not vsock/<CID>"
+                ));
+                None
+            }
+            other => other,
+        };
         let test_name = match std::env::var("name") {
             Ok(name) if !name.is_empty() => name.strip_prefix("vm-test-run-").unwrap_or(&name).to_owned(),
             _ => test_script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "test".into()),
@@ -266,6 +280,7 @@ impl Args {
             debug_hook_attach: self.debug_hook_attach.clone(),
             log_level,
             connect_timeout,
+            dump_vsocks,
             notices,
         })
     }
@@ -330,7 +345,7 @@ impl Args {
             Some(text) => config::parse_duration(&text)?,
         };
         let test_script = self.testscript.clone().or_else(|| std::env::var_os("testScript").map(PathBuf::from));
-        Ok(DriverSpec { machines, containers, vlans, global_timeout, test_script })
+        Ok(DriverSpec { machines, containers, vlans, global_timeout, test_script, enable_ssh_backdoor: false })
     }
 }
 
@@ -417,11 +432,14 @@ mod tests {
     }
 
     #[test]
-    fn dump_vsocks_is_a_notice_not_an_error() {
-        let args = parse(&["--dump-vsocks", "3", "-o", "/tmp", "s.py"]);
-        let resolved = args.resolve().expect("resolves");
-        assert_eq!(resolved.notices.len(), 1);
-        assert!(resolved.notices[0].starts_with("--dump-vsocks 3: ntd has no SSH backdoor"), "{:?}", resolved.notices);
+    fn dump_vsocks_asks_for_older_nixpkgs_listing() {
+        let resolved = parse(&["--dump-vsocks", "3", "-o", "/tmp", "s.py"]).resolve().expect("resolves");
+        assert_eq!(resolved.dump_vsocks, Some(3));
+        assert!(resolved.notices.is_empty(), "{:?}", resolved.notices);
+        // As upstream, 0 lists nothing; ntd says so.
+        let resolved = parse(&["--dump-vsocks=0", "-o", "/tmp", "s.py"]).resolve().expect("resolves");
+        assert_eq!(resolved.dump_vsocks, None);
+        assert!(resolved.notices[0].starts_with("--dump-vsocks 0: nothing to list"), "{:?}", resolved.notices);
     }
 
     #[test]

@@ -137,6 +137,11 @@ fn run(resolved: Resolved) -> i32 {
     options.keep_machine_state = resolved.keep_machine_state;
     options.connect_timeout = resolved.connect_timeout;
     options.global_timeout = resolved.spec.global_timeout;
+    options.ssh_backdoor = resolved.spec.enable_ssh_backdoor;
+    if options.ssh_backdoor {
+        options.ssh_proxy = ssh_proxy_command();
+    }
+    let dump_vsocks = resolved.dump_vsocks;
     let outcome = Python::attach(|py| {
         let native = match ntd_python::driver::Driver::start(py, options) {
             Ok(native) => native,
@@ -148,7 +153,7 @@ fn run(resolved: Resolved) -> i32 {
         if let Err(e) = native.get().terminate_on_sigterm(interactive) {
             log::error(None, &e.to_string());
         }
-        let outcome = run_script(py, &native, &tests, interactive, debug_hook_attach.as_deref());
+        let outcome = run_script(py, &native, &tests, interactive, debug_hook_attach.as_deref(), dump_vsocks);
         if let Err(e) = native.call_method0(py, "cleanup") {
             log::error(None, &format!("cleanup failed: {e}"));
         }
@@ -164,6 +169,31 @@ fn run(resolved: Resolved) -> i32 {
     outcome.status()
 }
 
+/// ntd's ssh proxy for the SSH backdoor's ssh configuration: `ntd-ssh-proxy` beside this
+/// program (as cargo and the Nix package install it), else on `PATH`. Without one, the listing
+/// gives upstream's commands only, which need systemd-ssh-proxy 258 or newer; the log says so.
+fn ssh_proxy_command() -> Option<Vec<String>> {
+    const PROXY: &str = "ntd-ssh-proxy";
+    let beside = std::env::current_exe().ok().map(|exe| exe.with_file_name(PROXY)).filter(|p| p.is_file());
+    let on_path = || {
+        std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(PROXY)).find(|p| p.is_file()))
+    };
+    match beside.or_else(on_path) {
+        Some(path) => Some(vec![path.display().to_string()]),
+        None => {
+            log::warning(
+                None,
+                &format!(
+                    "{PROXY} is neither beside nixos-test-driver nor on PATH: the SSH backdoor's commands need \
+                     systemd-ssh-proxy 258 or newer on this host"
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// Run the test script through `ntd.driver.Driver.run_tests()` (or open the interactive
 /// prompt) and map its outcome. With a debug hook, breakpoints pause the test.
 fn run_script(
@@ -172,6 +202,7 @@ fn run_script(
     tests: &str,
     interactive: bool,
     debug_hook_attach: Option<&str>,
+    dump_vsocks: Option<u32>,
 ) -> Outcome {
     let start = Instant::now();
     let result = (|| -> PyResult<()> {
@@ -185,6 +216,12 @@ fn run_script(
         }
         kwargs.set_item("logger", logger)?;
         let driver = py.import("ntd.driver")?.getattr("Driver")?.call((), Some(&kwargs))?;
+        // As upstream's main: how to reach the machines over the SSH backdoor, before the
+        // script or the prompt (prints nothing without the backdoor).
+        match dump_vsocks {
+            Some(offset) => driver.call_method1("dump_machine_ssh", (offset,))?,
+            None => driver.call_method0("dump_machine_ssh")?,
+        };
         driver.call_method0(if interactive { "interactive" } else { "run_tests" })?;
         Ok(())
     })();

@@ -79,6 +79,8 @@ pub struct DriverSpec {
     pub global_timeout: Duration,
     /// The test script's path.
     pub test_script: Option<PathBuf>,
+    /// Set up the SSH backdoor (`enable_ssh_backdoor`, nixpkgs' `sshBackdoor.enable`).
+    pub enable_ssh_backdoor: bool,
 }
 
 /// The JSON file of upstream's `--config` (`DriverConfiguration` in `config.py`).
@@ -100,7 +102,7 @@ pub struct DriverConfiguration {
     /// The global timeout: seconds, or a duration string as pydantic's `timedelta` accepts.
     #[serde(deserialize_with = "deserialize_duration")]
     pub global_timeout: Duration,
-    /// Whether to set up the SSH-over-vsock backdoor (not supported by ntd yet).
+    /// Whether to set up the SSH backdoor over vsock (see [`crate::ssh_backdoor`]).
     #[serde(default)]
     pub enable_ssh_backdoor: bool,
     /// The test script's path.
@@ -144,7 +146,7 @@ impl DriverConfiguration {
     }
 
     /// What this configuration asks for that ntd does not honour, one line each: keys it does
-    /// not know (ignored, as upstream ignores them) and the SSH backdoor.
+    /// not know (ignored, as upstream ignores them) and containers' displays.
     pub fn notices(&self) -> Vec<String> {
         let mut notices = Vec::new();
         let unknown = self
@@ -164,13 +166,6 @@ impl DriverConfiguration {
                 if unknown.len() == 1 { "a key" } else { "keys" },
                 unknown.join(", ")
             ));
-        }
-        if self.enable_ssh_backdoor {
-            notices.push(
-                "driver configuration: enable_ssh_backdoor is set, but ntd has no SSH backdoor over vsock yet; \
-                 the machines run without it"
-                    .to_owned(),
-            );
         }
         if !self.display_viewers.is_null() && self.display_viewers.as_object().is_none_or(|v| !v.is_empty()) {
             notices.push(
@@ -202,6 +197,7 @@ impl DriverConfiguration {
             vlans: self.vlans,
             global_timeout: self.global_timeout,
             test_script: Some(self.test_script),
+            enable_ssh_backdoor: self.enable_ssh_backdoor,
         }
     }
 }
@@ -379,14 +375,13 @@ mod tests {
     }
 
     #[test]
-    fn the_ssh_backdoor_is_a_notice() {
+    fn the_ssh_backdoor_is_honoured_without_a_notice() {
         let text = UPSTREAM_JSON.replace("\"enable_ssh_backdoor\": false", "\"enable_ssh_backdoor\": true");
         let config = DriverConfiguration::parse(Path::new("c.json"), &text).expect("valid");
-        let notices = config.notices();
-        assert_eq!(notices.len(), 1, "{notices:?}");
-        assert!(notices[0].contains("enable_ssh_backdoor is set, but ntd has no SSH backdoor"), "{notices:?}");
+        assert!(config.notices().is_empty(), "{:?}", config.notices());
+        assert!(config.into_spec().enable_ssh_backdoor);
         let plain = DriverConfiguration::parse(Path::new("c.json"), UPSTREAM_JSON).expect("valid");
-        assert!(plain.notices().is_empty());
+        assert!(!plain.into_spec().enable_ssh_backdoor);
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod machine;
 pub mod ocr;
 pub mod process;
 pub mod retry;
+pub mod ssh_backdoor;
 pub mod vlan;
 
 pub use driver::Driver;

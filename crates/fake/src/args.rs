@@ -159,6 +159,7 @@ prints a boot on the serial console (stdout) and runs the backdoor shell as a ho
 private namespaces. QEMU arguments understood: -qmp unix:PATH[,server=on,wait=off],
 -monitor unix:PATH, -chardev socket,id=ID,path=PATH, -device DRIVER,..., -serial stdio,
 -name NAME, -no-reboot, -nographic; others are accepted and ignored. Each
+-device vhost-user-*,chardev=ID connects its chardev (and speaks no vhost-user). Each
 -device virtserialport,chardev=ID,name=NAME is /dev/virtio-ports/NAME in the guest (when run
 as root: a FUSE file system in the guest's own /dev).
 

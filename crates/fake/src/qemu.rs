@@ -195,6 +195,21 @@ async fn open_ports(args: &Args) -> Result<Option<Arc<Ports>>, StartError> {
     Ok(Some(Ports::new(specs)?))
 }
 
+/// Connect each vhost-user device's chardev, as QEMU does at start (failing, as QEMU does, when
+/// its backend is not listening yet), and hold the connection for the process's life. The
+/// vhost-user protocol itself is not spoken: the fake guest has no such device.
+async fn connect_vhost_user(args: &Args) -> Result<(), StartError> {
+    for (driver, chardev) in args.qemu.vhost_user_devices() {
+        let Some(endpoint) = chardev.endpoint() else { continue };
+        let option = format!("-device {driver},chardev={}", chardev.id);
+        let mut stream = open_chardev(&option, &endpoint).await?;
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+        });
+    }
+    Ok(())
+}
+
 fn listen(option: &str, path: &Path) -> Result<UnixListener, StartError> {
     let error = |error| StartError::Listen { option: option.to_owned(), path: path.to_owned(), error };
     match std::fs::remove_file(path) {
@@ -227,6 +242,7 @@ async fn start(args: Args) -> Result<(Arc<Vm>, Signals), StartError> {
     };
     let shell = open_chardev(&backdoor_option, &backdoor_endpoint).await?;
     let ports = open_ports(&args).await?;
+    connect_vhost_user(&args).await?;
     let control_path = dir.control();
     let control = listen("control socket", &control_path)?;
 

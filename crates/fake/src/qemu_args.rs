@@ -103,6 +103,16 @@ impl QemuArgs {
         self.chardev(device.get("chardev")?)
     }
 
+    /// The vhost-user devices (`-device vhost-user-*,chardev=ID`, e.g. the SSH backdoor's
+    /// `vhost-user-vsock-pci`) and their chardevs, in order.
+    pub fn vhost_user_devices(&self) -> Vec<(&str, &Chardev)> {
+        self.devices
+            .iter()
+            .filter(|d| d.driver.starts_with("vhost-user-"))
+            .filter_map(|d| Some((d.driver.as_str(), self.chardev(d.get("chardev")?)?)))
+            .collect()
+    }
+
     /// The virtio-serial ports with a name and a chardev, in order: `(name, chardev)`.
     pub fn virtio_ports(&self) -> Vec<(&str, &Chardev)> {
         self.devices

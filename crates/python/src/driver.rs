@@ -7,12 +7,14 @@
 //! what to do with a script that does not stop ([`set_abandon_hook`]). The library never
 //! exits its user's process.
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use ntd_core::config::MachineSpec;
 use ntd_core::driver::{DriverOptions, Stop, StopHooks};
 use ntd_core::machine::nspawn::NspawnMachine as CoreNspawn;
 use ntd_core::machine::qemu::QemuMachine as CoreQemu;
+
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -137,7 +139,7 @@ impl Driver {
     /// `machines` (VMs) and `containers` pair an optional name with a start command, as
     /// `driverConfiguration.json` and `--start-scripts` give them.
     #[staticmethod]
-    #[pyo3(signature = (machines, vlans=Vec::new(), out_dir=None, keep_machine_state=false, global_timeout=None, connect_timeout=None, containers=Vec::new()))]
+    #[pyo3(signature = (machines, vlans=Vec::new(), out_dir=None, keep_machine_state=false, global_timeout=None, connect_timeout=None, containers=Vec::new(), enable_ssh_backdoor=false, ssh_proxy=None))]
     #[allow(clippy::too_many_arguments)] // the Python keyword arguments
     fn create(
         py: Python<'_>,
@@ -148,6 +150,8 @@ impl Driver {
         global_timeout: Option<PyDuration>,
         connect_timeout: Option<PyDuration>,
         containers: Vec<(Option<String>, String)>,
+        enable_ssh_backdoor: bool,
+        ssh_proxy: Option<Vec<String>>,
     ) -> PyResult<Py<Driver>> {
         let out_dir = match out_dir {
             Some(dir) => dir,
@@ -165,6 +169,8 @@ impl Driver {
         if let Some(timeout) = global_timeout {
             options.global_timeout = timeout.0;
         }
+        options.ssh_backdoor = enable_ssh_backdoor;
+        options.ssh_proxy = ssh_proxy;
         Driver::start(py, options)
     }
 
@@ -190,6 +196,46 @@ impl Driver {
     #[getter]
     fn global_timeout(&self) -> f64 {
         self.core.global_timeout().as_secs_f64()
+    }
+
+    /// Whether the run has the SSH backdoor (upstream's `config.enable_ssh_backdoor`).
+    #[getter]
+    fn enable_ssh_backdoor(&self) -> bool {
+        self.core.ssh_backdoor()
+    }
+
+    /// The SSH backdoor's vhost-device-vsock (upstream's `driver.vhost_vsock`): its pid, its
+    /// socket directory and each VM's `(name, guest socket, host socket, cid)`; `None` without
+    /// the backdoor or without VMs.
+    #[getter]
+    #[allow(clippy::type_complexity)] // the plain tuples Python gets
+    fn vhost_vsock(&self) -> Option<(u32, PathBuf, Vec<(String, PathBuf, PathBuf, u32)>)> {
+        let device = self.core.vsock_device()?;
+        let sockets = device
+            .sockets()
+            .iter()
+            .map(|(name, pair)| (name.clone(), pair.guest.clone(), pair.host.clone(), pair.cid))
+            .collect();
+        Some((device.pid(), device.dir().to_owned(), sockets))
+    }
+
+    /// ntd's ssh configuration for the backdoor (`ssh -F <it>`), if one was written.
+    #[getter]
+    fn ssh_config(&self) -> Option<PathBuf> {
+        self.core.ssh_config().map(Into::into)
+    }
+
+    /// Upstream's `dump_machine_ssh()` text, or `None` without the backdoor; `styled`: with
+    /// upstream's bold (terminal escapes).
+    #[pyo3(signature = (styled=true))]
+    fn ssh_backdoor_listing(&self, styled: bool) -> Option<String> {
+        self.core.ssh_backdoor_listing(styled)
+    }
+
+    /// The `--dump-vsocks <offset>` listing of older nixpkgs (kernel vsock devices).
+    #[pyo3(signature = (offset, styled=true))]
+    fn legacy_ssh_listing(&self, offset: u32, styled: bool) -> String {
+        self.core.legacy_ssh_listing(offset, styled)
     }
 
     /// Why the run was stopped from outside the script (the global timeout, SIGTERM, a dead

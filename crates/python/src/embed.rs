@@ -32,6 +32,7 @@ const SOURCES: &[Source] = &[
     source!("ntd.polling_condition", "ntd/polling_condition.py"),
     source!("ntd.qmp", "ntd/qmp.py"),
     source!("ntd.handles", "ntd/handles.py"),
+    source!("ntd.vsock", "ntd/vsock.py"),
     source!("ntd.driver", "ntd/driver.py"),
     source!("test_driver", "test_driver/__init__.py"),
     source!("test_driver.errors", "test_driver/errors.py"),

@@ -39,7 +39,22 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(efi::efi_read_variable, module)?)?;
     module.add_function(wrap_pyfunction!(efi::efi_resolve_guid, module)?)?;
     module.add_function(wrap_pyfunction!(efi::efi_lookup_guid, module)?)?;
+    module.add_function(wrap_pyfunction!(ssh_proxy, module)?)?;
     Ok(())
+}
+
+/// `python -m ntd.ssh_proxy HOST PORT`, the SSH backdoor's ssh `ProxyCommand` for library
+/// use (`ntd-ssh-proxy` for the command line): connect to `vsock-mux/<socket>` or
+/// `unix/<socket>` and hand the connection to ssh on this process's stdout.
+#[pyfunction]
+fn ssh_proxy(py: Python<'_>, host: &str, port: &str) -> PyResult<()> {
+    use ntd_core::ssh_backdoor::proxy;
+    py.detach(|| {
+        let port = proxy::parse_port(port)?;
+        let stream = proxy::connect(&proxy::Address::parse(host)?, port)?;
+        proxy::hand_over(stream)
+    })
+    .map_err(|e| pyo3::exceptions::PyConnectionError::new_err(e.to_string()))
 }
 
 /// Read and check a `driverConfiguration.json` as `nixos-test-driver --config` does; the

@@ -268,13 +268,19 @@ impl ScenarioDir {
     }
 
     /// Fail unless the driver removed what it made in its TMPDIR: the machines' state
-    /// directories, the switches' socket directories, the shared directory.
+    /// directories, the switches' socket directories, the shared directory, the SSH
+    /// backdoor's socket directory.
     pub fn assert_state_removed(&self, run: &Run) {
         let left: Vec<String> = std::fs::read_dir(self.tmp_dir())
             .expect("read the scenario's TMPDIR")
             .flatten()
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with("vm-state-") || name.ends_with(".ctl") || name == "shared-xchg")
+            .filter(|name| {
+                name.starts_with("vm-state-")
+                    || name.ends_with(".ctl")
+                    || name == "shared-xchg"
+                    || name.starts_with("vsock-")
+            })
             .collect();
         assert!(left.is_empty(), "state left in TMPDIR: {left:?}\n--- stderr\n{}", run.stderr);
     }

@@ -29,6 +29,7 @@ mod repl;
 mod screen;
 mod security;
 mod signals;
+mod ssh_backdoor;
 mod start_script;
 mod telemetry;
 mod templates;

@@ -23,5 +23,6 @@ mod policy;
 mod python_api;
 mod repl;
 mod reports;
+mod ssh_backdoor;
 mod telemetry;
 mod usage;

@@ -151,9 +151,9 @@ fn a_driver_configuration_runs_as_runnixostest_writes_it() {
     run.assert_stderr_contains("\ntest script finished in ");
 }
 
-/// What nixpkgs may pass that ntd cannot honour yet is one warning line each, and the test runs:
-/// keys of a newer `driverConfiguration.json`, the SSH backdoor, `--dump-vsocks`; and
-/// argparse's abbreviations and `--test-script` work.
+/// What nixpkgs may pass that ntd cannot honour is one warning line each, and the test runs:
+/// keys of a newer `driverConfiguration.json`, and `--dump-vsocks` beside the configuration's
+/// SSH backdoor (which wins); and argparse's abbreviations and `--test-script` work.
 #[test]
 fn what_ntd_cannot_honour_is_one_line_each_and_the_test_runs() {
     let scenario = Scenario::new();
@@ -182,11 +182,13 @@ fn what_ntd_cannot_honour_is_one_line_each_and_the_test_runs() {
     let run = scenario.run_command(command, LIMIT);
     run.assert_status(0);
     assert_eq!(run.stdout.lines().last(), Some("server"), "{}", run.stdout);
-    run.assert_stderr_contains("--dump-vsocks 3: ntd has no SSH backdoor over vsock yet");
     run.assert_stderr_contains(
-        "\ndriver configuration: ignoring keys ntd does not know: `a_future_key`, `vms.server.vsock_cid`\n",
+        "--dump-vsocks 3: the configuration's enable_ssh_backdoor serves the VMs' vsock through vhost-device-vsock",
     );
-    run.assert_stderr_contains("\ndriver configuration: enable_ssh_backdoor is set, but ntd has no SSH backdoor");
+    run.assert_stderr_contains(
+        "driver configuration: ignoring keys ntd does not know: `a_future_key`, `vms.server.vsock_cid`\n",
+    );
+    assert!(run.stdout.contains("    server:  \x1b[1mssh -o User=root vsock-mux/"), "{}", run.stdout);
     assert!(scenario.out_dir().join("junit.xml").is_file(), "--junit= wrote no report");
 }
 

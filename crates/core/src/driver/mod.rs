@@ -25,6 +25,7 @@ use crate::log;
 use crate::machine::nspawn::{NspawnConfig, NspawnMachine};
 use crate::machine::qemu::{QemuConfig, QemuMachine};
 use crate::machine::{self, Machine, lock};
+use crate::ssh_backdoor::{self, VHostDeviceVsock};
 use crate::vlan::{self, VLan};
 pub use watchdog::{Stop, StopHook, StopHooks};
 
@@ -51,6 +52,9 @@ pub enum Error {
     /// A machine cannot be created.
     #[error(transparent)]
     Machine(#[from] machine::Error),
+    /// The SSH backdoor's vhost-device-vsock did not start.
+    #[error(transparent)]
+    Vsock(#[from] ssh_backdoor::vsock::Error),
     /// Some machines failed to start (upstream's message, then one line per machine).
     #[error("Failed to start the following machines:\n{}", failures.iter().map(|(_, e)| crate::full_message(e)).collect::<Vec<_>>().join("\n"))]
     StartFailed {
@@ -64,7 +68,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::TmpDir { .. } | Error::DuplicateName(_) => ErrorKind::Config,
-            Error::Vlan(_) | Error::NspawnHost(_) => ErrorKind::Machine,
+            Error::Vlan(_) | Error::NspawnHost(_) | Error::Vsock(_) => ErrorKind::Machine,
             Error::Machine(e) => e.kind(),
             Error::StartFailed { failures } => match failures.as_slice() {
                 [(_, only)] => only.kind(),
@@ -97,6 +101,13 @@ pub struct DriverOptions {
     /// Where state directories, sockets and the shared directory go; `None` takes upstream's
     /// choice from the environment ([`tmp_dir`]).
     pub tmp_dir: Option<PathBuf>,
+    /// Upstream's `enable_ssh_backdoor`: serve every VM's vsock device with
+    /// `vhost-device-vsock` ([`ssh_backdoor`]).
+    pub ssh_backdoor: bool,
+    /// ntd's ssh proxy (`ntd-ssh-proxy`, or a command doing the same), as the program and its
+    /// first arguments: with the backdoor, an ssh configuration using it is written beside the
+    /// sockets, for hosts without systemd-ssh-proxy's `vsock-mux/`. `None` writes none.
+    pub ssh_proxy: Option<Vec<String>>,
 }
 
 impl DriverOptions {
@@ -113,6 +124,8 @@ impl DriverOptions {
             global_timeout: crate::config::DEFAULT_GLOBAL_TIMEOUT,
             stop_grace: watchdog::GRACE,
             tmp_dir: None,
+            ssh_backdoor: false,
+            ssh_proxy: None,
         }
     }
 }
@@ -129,6 +142,19 @@ struct Inner {
     global_timeout: Duration,
     stop_grace: Duration,
     watchdog: watchdog::Watchdog,
+    /// The SSH backdoor, if the run has it.
+    backdoor: Option<Backdoor>,
+}
+
+/// The driver's side of the SSH backdoor.
+#[derive(Debug)]
+struct Backdoor {
+    /// Upstream's `vhost_vsock`: only when the run has VMs.
+    device: Option<VHostDeviceVsock>,
+    /// ntd's ssh configuration beside the sockets, if a proxy was given.
+    ssh_config: Option<PathBuf>,
+    /// Whether the host's ssh reaches `vsock-mux/` addresses by itself.
+    host_ssh_proxies: bool,
 }
 
 /// The machines and VLANs of one test run. Cloning gives another handle to the same run.
@@ -177,7 +203,7 @@ impl Driver {
     /// Start VLAN switches and create the machines (nothing is booted yet), and start
     /// watching the switches (see [`watchdog`]). Must run within a tokio runtime.
     pub async fn start(options: DriverOptions) -> Result<Driver, Error> {
-        let tmp_dir = match options.tmp_dir {
+        let tmp_dir = match options.tmp_dir.clone() {
             Some(dir) => dir,
             None => tmp_dir()?,
         };
@@ -211,7 +237,23 @@ impl Driver {
                 .await
             }
         };
+        // As upstream: the backdoor's device starts after the VLANs, and only for VMs.
+        let mut backdoor = None;
+        let started = match started {
+            Ok(()) if options.ssh_backdoor => match Backdoor::start(&tmp_dir, &options).await {
+                Ok(started) => {
+                    backdoor = Some(started);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            other => other,
+        };
         let env: Vec<(String, String)> = vlans.iter().map(VLan::environment).collect();
+        let vsock_of = |spec: &MachineSpec| {
+            let device = backdoor.as_ref()?.device.as_ref()?;
+            device.pair(&spec_name(spec)).cloned()
+        };
         let mut machines: Vec<Machine> = Vec::new();
         let created = started.and_then(|()| {
             for spec in &options.machines {
@@ -220,6 +262,7 @@ impl Driver {
                 config.keep_machine_state = options.keep_machine_state;
                 config.env = env.clone();
                 config.connect_timeout = options.connect_timeout;
+                config.vsock = vsock_of(spec);
                 let machine = QemuMachine::new(config)?;
                 if machines.iter().any(|m| m.name() == machine.name()) {
                     return Err(Error::DuplicateName(machine.name().to_owned()));
@@ -244,6 +287,9 @@ impl Driver {
             for vlan in &vlans {
                 vlan.stop().await;
             }
+            if let Some(device) = backdoor.as_ref().and_then(|b| b.device.as_ref()) {
+                device.stop().await;
+            }
             return Err(e);
         }
         // Upstream sorts machines by name (as network.nix numbers nodes).
@@ -259,9 +305,11 @@ impl Driver {
                 global_timeout: options.global_timeout,
                 stop_grace: options.stop_grace,
                 watchdog: watchdog::Watchdog::default(),
+                backdoor,
             }),
         };
         driver.watch_switches();
+        driver.watch_vsock_device();
         Ok(driver)
     }
 
@@ -295,6 +343,69 @@ impl Driver {
     /// How long the whole test may take.
     pub fn global_timeout(&self) -> Duration {
         self.inner.global_timeout
+    }
+
+    /// Whether the run has the SSH backdoor (upstream's `enable_ssh_backdoor`).
+    pub fn ssh_backdoor(&self) -> bool {
+        self.inner.backdoor.is_some()
+    }
+
+    /// The SSH backdoor's `vhost-device-vsock` (upstream's `driver.vhost_vsock`): only with the
+    /// backdoor and VMs.
+    pub fn vsock_device(&self) -> Option<&VHostDeviceVsock> {
+        self.inner.backdoor.as_ref()?.device.as_ref()
+    }
+
+    /// ntd's ssh configuration for the backdoor ([`ssh_backdoor::ssh_config`]), if written.
+    pub fn ssh_config(&self) -> Option<&Path> {
+        self.inner.backdoor.as_ref()?.ssh_config.as_deref()
+    }
+
+    /// Upstream's `dump_machine_ssh()` text: how to reach each machine of the configuration
+    /// over the SSH backdoor, or `None` when the run has no backdoor. `styled`: with upstream's
+    /// bold.
+    pub fn ssh_backdoor_listing(&self, styled: bool) -> Option<String> {
+        let backdoor = self.inner.backdoor.as_ref()?;
+        let access: Vec<ssh_backdoor::Access> = self
+            .inner
+            .machines
+            .iter()
+            .filter_map(|machine| {
+                if let Some(container) = NspawnMachine::from_machine(machine) {
+                    return Some(ssh_backdoor::Access {
+                        name: machine.name().to_owned(),
+                        command: container.ssh_backdoor_command(),
+                        without_systemd: None,
+                    });
+                }
+                let vm = QemuMachine::from_machine(machine)?;
+                let pair = vm.vsock()?;
+                let without_systemd = match &backdoor.ssh_config {
+                    Some(config) if !backdoor.host_ssh_proxies => {
+                        Some(ssh_backdoor::vm_command_with_config(config, &pair.host))
+                    }
+                    _ => None,
+                };
+                Some(ssh_backdoor::Access {
+                    name: machine.name().to_owned(),
+                    command: ssh_backdoor::vm_command(&pair.host),
+                    without_systemd,
+                })
+            })
+            .collect();
+        Some(ssh_backdoor::listing(&access, styled))
+    }
+
+    /// The listing of older nixpkgs' `--dump-vsocks <offset>`, whose VMs had kernel vsock
+    /// devices numbered from the offset ([`ssh_backdoor::legacy_listing`]).
+    pub fn legacy_ssh_listing(&self, offset: u32, styled: bool) -> String {
+        let machines: Vec<(String, Option<String>)> = self
+            .inner
+            .machines
+            .iter()
+            .map(|m| (m.name().to_owned(), NspawnMachine::from_machine(m).map(|c| c.ssh_backdoor_command())))
+            .collect();
+        ssh_backdoor::legacy_listing(offset, &machines, styled)
     }
 
     /// Upstream's `create_machine(start_command, name=None, keep_machine_state=False)`: a
@@ -371,6 +482,9 @@ impl Driver {
             for vlan in &self.inner.vlans {
                 vlan.stop().await;
             }
+            if let Some(device) = self.vsock_device() {
+                device.stop().await;
+            }
             for machine in &machines {
                 machine.discard_state();
             }
@@ -396,5 +510,37 @@ impl Driver {
         for vlan in &self.inner.vlans {
             vlan.kill_now();
         }
+        if let Some(device) = self.vsock_device() {
+            device.kill_now();
+        }
+    }
+}
+
+/// The name a machine of the configuration will have: its own, or its start script's.
+fn spec_name(spec: &MachineSpec) -> String {
+    spec.name.clone().unwrap_or_else(|| crate::config::machine_name_from_command(&spec.start_command))
+}
+
+impl Backdoor {
+    /// Start the backdoor's side of the run: `vhost-device-vsock` for the VMs (none without
+    /// VMs, as upstream), and ntd's ssh configuration beside its sockets.
+    async fn start(tmp_dir: &Path, options: &DriverOptions) -> Result<Backdoor, Error> {
+        if options.machines.is_empty() {
+            return Ok(Backdoor { device: None, ssh_config: None, host_ssh_proxies: false });
+        }
+        let names: Vec<String> = options.machines.iter().map(spec_name).collect();
+        let device = log::nested(None, "start vhost-device-vsock", VHostDeviceVsock::start(tmp_dir, &names)).await?;
+        let ssh_config = match &options.ssh_proxy {
+            Some(proxy) => match ssh_backdoor::write_ssh_config(device.dir(), proxy) {
+                Ok(path) => Some(path),
+                Err(e) => {
+                    log::warning(None, &format!("cannot write ntd's ssh configuration for the backdoor: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let host_ssh_proxies = ssh_backdoor::host_ssh_proxies_vsock_mux().await;
+        Ok(Backdoor { device: Some(device), ssh_config, host_ssh_proxies })
     }
 }

@@ -269,6 +269,22 @@ impl Driver {
         });
     }
 
+    /// Say so if the SSH backdoor's vhost-device-vsock dies during the run. The test goes on:
+    /// the backdoor is for debugging it, not part of it.
+    pub(super) fn watch_vsock_device(&self) {
+        if self.vsock_device().is_none() {
+            return;
+        }
+        let driver = self.clone();
+        spawn("the SSH backdoor's vhost-device-vsock", async move {
+            let Some(device) = driver.vsock_device() else { return };
+            tokio::select! {
+                message = device.unexpected_exit() => log::warning(None, &message),
+                _ = driver.finished() => {}
+            }
+        });
+    }
+
     /// Run `script` under the run's policy, for a Rust program: the global timeout is armed,
     /// and the script is dropped (cancelled) as soon as the run is stopped, whose reason is
     /// then the error. The run is finished when this returns; clean up with

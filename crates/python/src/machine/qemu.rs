@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ntd_core::machine::qemu::{QemuConfig, QemuMachine as CoreQemu};
-use pyo3::exceptions::{PyDeprecationWarning, PyRuntimeError};
+use pyo3::exceptions::{PyAssertionError, PyDeprecationWarning, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
@@ -271,6 +271,31 @@ impl QemuMachine {
     #[getter]
     fn start_command(&self) -> PyResult<String> {
         Ok(self.qemu()?.start_command().to_owned())
+    }
+
+    /// The SSH backdoor's vhost-user socket (QEMU's side), if the machine has the backdoor.
+    #[getter]
+    fn vsock_guest(&self) -> PyResult<Option<PathBuf>> {
+        Ok(self.qemu()?.vsock().map(|pair| pair.guest.clone()))
+    }
+
+    /// The SSH backdoor's host socket (`ssh vsock-mux/<it>`), if the machine has the backdoor.
+    #[getter]
+    fn vsock_host(&self) -> PyResult<Option<PathBuf>> {
+        Ok(self.qemu()?.vsock().map(|pair| pair.host.clone()))
+    }
+
+    /// Upstream's `ssh_backdoor_command()`: `ssh -o User=root vsock-mux/<host socket>`.
+    /// Upstream asserts that the machine has the backdoor; so does this, saying why not.
+    fn ssh_backdoor_command(&self) -> PyResult<String> {
+        let qemu = self.qemu()?;
+        qemu.ssh_backdoor_command().ok_or_else(|| {
+            PyAssertionError::new_err(format!(
+                "{} has no SSH backdoor: the driver's enable_ssh_backdoor (nixpkgs' sshBackdoor.enable) is off, or \
+                 the machine was made by create_machine, which upstream gives none either",
+                qemu.name()
+            ))
+        })
     }
 
     /// The UEFI variable store, `NIX_EFI_VARS` of the start script.

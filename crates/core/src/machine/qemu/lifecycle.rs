@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::process::ChildStdin;
 use tokio::task::JoinHandle;
@@ -27,6 +26,7 @@ use super::{QemuConfig, TAIL_LINES};
 use crate::log;
 use crate::machine::{Base, BoxFuture, Error, ExecuteOptions, Result, console, lock};
 use crate::process::{self, describe_status};
+use crate::ssh_backdoor::VsockPair;
 
 /// How often to say that the guest has not connected yet (upstream: every 30 seconds).
 const CONNECT_PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
@@ -65,6 +65,8 @@ pub struct Qemu {
     /// ntd's control port's socket.
     pub(super) ctl_path: PathBuf,
     env: Vec<(String, String)>,
+    /// The SSH backdoor's vsock sockets, if the driver gave the machine some.
+    pub(super) vsock: Option<VsockPair>,
     connect_timeout: Duration,
     display_available: bool,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -117,6 +119,25 @@ fn command_shell() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/bin/sh"))
 }
 
+/// How long a starting machine waits for the SSH backdoor's device to listen for it.
+const VSOCK_DEVICE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wait until a unix socket exists at `path`.
+async fn wait_for_socket(path: &Path, timeout: Duration) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let deadline = Instant::now() + timeout;
+    while !std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no socket there after {} seconds", timeout.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// Listen on a fresh unix socket at `path` that only the user can connect to: whoever
 /// connects to the shell socket is root in the guest.
 fn listen_privately(path: &Path) -> std::io::Result<UnixListener> {
@@ -144,6 +165,7 @@ impl Qemu {
             ctl_path: state_dir.join("ctl"),
             efi_vars_path,
             env: config.env,
+            vsock: config.vsock,
             connect_timeout: config.connect_timeout,
             display_available: config.display_available,
             stderr_tail: Arc::new(Mutex::new(VecDeque::new())),
@@ -208,6 +230,20 @@ impl Qemu {
         let start_error = |action: String, source| Error::Start { machine: name.to_owned(), action, source };
         let listen =
             |path: &Path| listen_privately(path).map_err(|e| start_error(format!("listen on {}", path.display()), e));
+        // QEMU connects to the SSH backdoor's device once, at start, and fails if nothing
+        // listens. vhost-device-vsock listens again only after it has seen the last QEMU go,
+        // so a machine started again at once could be too early.
+        if let Some(pair) = &self.vsock {
+            wait_for_socket(&pair.guest, VSOCK_DEVICE_TIMEOUT).await.map_err(|e| {
+                start_error(
+                    format!(
+                        "connect to the SSH backdoor's vsock device {} (is vhost-device-vsock still running?)",
+                        pair.guest.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
         let monitor_listener = listen(&self.monitor_path)?;
         let shell_listener = listen(&self.shell_path)?;
         let out_listener = listen(&self.out_path)?;
@@ -222,6 +258,7 @@ impl Qemu {
             out: &self.out_path,
             ctl: &self.ctl_path,
             efi_vars: &self.efi_vars_path,
+            vsock_guest: self.vsock.as_ref().map(|pair| pair.guest.as_path()),
         };
         let command_line = self.start_command.command_line(&paths, allow_reboot, self.display_available);
         let mut command = Command::new(command_shell());
@@ -252,15 +289,16 @@ impl Qemu {
             let machine = name.to_owned();
             let tail = Arc::clone(&self.stderr_tail);
             pumps.push(tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                // Every line, whatever its bytes: QEMU must never write into a closed pipe.
+                console::each_line(stderr, |line| {
                     log::log(Some(&machine), &line);
                     let mut tail = lock(&tail);
                     if tail.len() == TAIL_LINES {
                         tail.pop_front();
                     }
                     tail.push_back(line);
-                }
+                })
+                .await;
             }));
         }
         let stdin = child.stdin.take();

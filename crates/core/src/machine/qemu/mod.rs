@@ -39,6 +39,7 @@ use start_command::StartCommand;
 
 use super::{Base, Console, Error, Machine, Result};
 use crate::log;
+use crate::ssh_backdoor::{self, VsockPair};
 
 /// How long to wait for the backdoor shell before giving up (upstream: 5 minutes).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -65,6 +66,11 @@ pub struct QemuConfig {
     /// Whether a display is available (upstream: `DISPLAY` or `WAYLAND_DISPLAY` set);
     /// otherwise QEMU gets `-nographic`.
     pub display_available: bool,
+    /// The SSH backdoor's sockets (from the driver's [`VHostDeviceVsock`]): QEMU gets a
+    /// `vhost-user-vsock-pci` device on the guest socket.
+    ///
+    /// [`VHostDeviceVsock`]: crate::ssh_backdoor::VHostDeviceVsock
+    pub vsock: Option<VsockPair>,
 }
 
 impl QemuConfig {
@@ -79,6 +85,7 @@ impl QemuConfig {
             env: Vec::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             display_available: std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some(),
+            vsock: None,
         }
     }
 }
@@ -159,6 +166,18 @@ impl QemuMachine {
     /// The backdoor shell socket.
     pub fn shell_path(&self) -> &Path {
         &self.qemu.shell_path
+    }
+
+    /// The SSH backdoor's sockets (upstream's `vsock_guest` and `vsock_host`), if the driver
+    /// gave the machine some.
+    pub fn vsock(&self) -> Option<&VsockPair> {
+        self.qemu.vsock.as_ref()
+    }
+
+    /// Upstream's `ssh_backdoor_command()`: `ssh -o User=root vsock-mux/<host socket>`, or
+    /// `None` for a machine without the backdoor (upstream's assertion fails there).
+    pub fn ssh_backdoor_command(&self) -> Option<String> {
+        self.vsock().map(|pair| ssh_backdoor::vm_command(&pair.host))
     }
 
     /// Check that the start script exists and is executable, when the command starts with a

@@ -29,6 +29,8 @@ pub struct StartPaths<'a> {
     pub ctl: &'a Path,
     /// The UEFI variable store (`NIX_EFI_VARS`).
     pub efi_vars: &'a Path,
+    /// The SSH backdoor's vhost-user socket, if the machine has one.
+    pub vsock_guest: Option<&'a Path>,
 }
 
 /// A start command and the arguments upstream appends to it.
@@ -78,6 +80,15 @@ impl StartCommand {
             ));
         }
         line.push_str(" -device virtio-rng-pci -serial stdio");
+        // The SSH backdoor: a vsock device served by vhost-device-vsock (upstream's arguments).
+        // vhost-user needs the guest's memory shared, which NixOS test VMs have by default
+        // (`virtualisation.qemu.enableSharedMemory`).
+        if let Some(guest) = paths.vsock_guest {
+            line.push_str(&format!(
+                " -chardev {} -device vhost-user-vsock-pci,chardev=vsock_ssh",
+                shlex_quote(&format!("socket,id=vsock_ssh,path={}", qemu_path(guest)))
+            ));
+        }
         if !allow_reboot {
             line.push_str(" -no-reboot");
         }
@@ -144,6 +155,7 @@ mod tests {
             out: Path::new("/tmp/vm-state-m/out"),
             ctl: Path::new("/tmp/vm-state-m/ctl"),
             efi_vars: Path::new("/tmp/vm-state-m/m-efi-vars.fd"),
+            vsock_guest: None,
         };
         let command = StartCommand::new("/x/bin/run-m-vm");
         assert_eq!(
@@ -163,6 +175,29 @@ mod tests {
     }
 
     #[test]
+    fn the_ssh_backdoor_adds_upstreams_vsock_device() {
+        let guest = Path::new("/tmp/vsock-ab/m_guest.socket");
+        let paths = StartPaths {
+            state_dir: Path::new("/tmp/vm-state-m"),
+            shared_dir: Path::new("/tmp/shared-xchg"),
+            monitor: Path::new("/tmp/vm-state-m/monitor"),
+            qmp: Path::new("/tmp/vm-state-m/qmp"),
+            shell: Path::new("/tmp/vm-state-m/shell"),
+            out: Path::new("/tmp/vm-state-m/out"),
+            ctl: Path::new("/tmp/vm-state-m/ctl"),
+            efi_vars: Path::new("/tmp/vm-state-m/m-efi-vars.fd"),
+            vsock_guest: Some(guest),
+        };
+        let line = StartCommand::new("/x/bin/run-m-vm").command_line(&paths, false, false);
+        assert!(
+            line.contains(
+                " -chardev socket,id=vsock_ssh,path=/tmp/vsock-ab/m_guest.socket -device vhost-user-vsock-pci,chardev=vsock_ssh "
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn odd_paths_are_quoted_for_the_shell_and_for_qemu() {
         let paths = StartPaths {
             state_dir: Path::new("/t m'p,x/vm-state-m"),
@@ -173,6 +208,7 @@ mod tests {
             out: Path::new("/t m'p,x/vm-state-m/out"),
             ctl: Path::new("/t m'p,x/vm-state-m/ctl"),
             efi_vars: Path::new("/t m'p,x/vm-state-m/m-efi-vars.fd"),
+            vsock_guest: None,
         };
         let line = StartCommand::new("run-m-vm").command_line(&paths, true, true);
         assert_eq!(
