@@ -5,6 +5,8 @@
 # nixos/lib/testing/driver.nix) and provides what the framework runs:
 #   bin/nixos-test-driver       the driver (Rust, with an embedded Python for the test script)
 #   bin/generate-driver-symbols the globals a test script gets, for the pyflakes lint
+#   bin/ntd-ssh-proxy           the SSH backdoor's ssh ProxyCommand, for hosts whose
+#                               systemd-ssh-proxy has no vsock-mux/ (before systemd 258)
 #   lib/python3.*/site-packages the `ntd` and `test_driver` packages with the native module,
 #                               typed, so the framework's mypy check of test scripts works
 {
@@ -18,6 +20,7 @@
   socat,
   util-linux,
   vde2,
+  vhost-device-vsock,
   systemd,
   tesseract,
   qemu_test,
@@ -36,12 +39,12 @@ let
   # On the driver's PATH, as upstream's nixos/lib/test-driver/default.nix puts them there (its
   # propagatedBuildInputs): QEMU (start scripts name their own binary, but upstream puts it on
   # PATH too), the VLAN switches (vde2, with vde_plug2tap for containers), socat for
-  # shell_interact, coreutils and util-linux (nsenter, into containers), and netpbm always;
+  # shell_interact, coreutils and util-linux (nsenter, into containers), netpbm, and
+  # vhost-device-vsock (the SSH backdoor's vsock devices, sshBackdoor.enable) always;
   # with containers (enableNspawn), systemd (journalctl follows a container's journal); with
   # OCR, ImageMagick (imagemagick_light) and tesseract (English only). ntd converts screenshots
   # and prepares OCR images itself, so it does not run netpbm or ImageMagick: they are there
-  # for test scripts that call them, as they can under upstream's driver. Not here: upstream's
-  # vhost-device-vsock (the SSH backdoor, which ntd lacks).
+  # for test scripts that call them, as they can under upstream's driver.
   runtimeTools =
     [
       qemu_pkg
@@ -52,6 +55,7 @@ let
       socat
       util-linux
       netpbm
+      vhost-device-vsock
     ]
     ++ lib.optionals enableNspawn [ systemd ]
     ++ lib.optionals enableOCR [
@@ -107,6 +111,8 @@ python3Packages.buildPythonApplication {
     install -Dm755 target/ntd-cli/release/nixos-test-driver $out/bin/nixos-test-driver
     # Replaces the wheel's Python entry point of the same name.
     install -Dm755 target/ntd-cli/release/generate-driver-symbols $out/bin/generate-driver-symbols
+    # Beside the driver, where it looks for it; ssh runs it, so it needs no wrapper.
+    install -Dm755 target/ntd-cli/release/ntd-ssh-proxy $out/bin/ntd-ssh-proxy
     for program in nixos-test-driver generate-driver-symbols; do
       wrapProgram $out/bin/$program \
         --prefix PATH : ${lib.makeBinPath runtimeTools} \

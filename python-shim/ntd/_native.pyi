@@ -35,6 +35,7 @@ __all__ = [
     "efi_read_variable",
     "efi_resolve_guid",
     "efi_lookup_guid",
+    "ssh_proxy",
 ]
 
 _Duration = datetime.timedelta | int | float

@@ -164,9 +164,11 @@ let
       ntd.builtBy == "buildPythonApplication" && ntd.buildAndTestSubdir == "python-shim"
       && builtins.elem (repo + "/python-shim") ntd.src.files;
     "package: crates from Cargo.lock" = ntd.cargoDeps.cargoLock == repo + "/Cargo.lock";
-    "package: both binaries installed" =
-      hasInfix "$out/bin/nixos-test-driver" ntd.postInstall && hasInfix "$out/bin/generate-driver-symbols" ntd.postInstall;
-    "package: on PATH as upstream's: QEMU, vde2, socat, coreutils, util-linux, netpbm; no OCR tools by default" =
+    "package: the binaries installed" =
+      hasInfix "$out/bin/nixos-test-driver" ntd.postInstall
+      && hasInfix "$out/bin/generate-driver-symbols" ntd.postInstall
+      && hasInfix "$out/bin/ntd-ssh-proxy" ntd.postInstall;
+    "package: on PATH as upstream's: QEMU, vde2, socat, coreutils, util-linux, netpbm, vhost-device-vsock; no OCR tools by default" =
       toolNames ntd == [
         "qemu_test"
         "coreutils"
@@ -174,6 +176,7 @@ let
         "socat"
         "util-linux"
         "netpbm"
+        "vhost-device-vsock"
       ]
       && onPath ntd;
     "override enableRuntimeDeps = false: only QEMU and coreutils, no REPL packages (upstream's switch)" =
@@ -191,10 +194,11 @@ let
         "socat"
         "util-linux"
         "netpbm"
+        "vhost-device-vsock"
         "imagemagick"
         "tesseract-overridden"
       ]
-      && (builtins.elemAt withOCR.passthru.runtimeTools 7).overrideArgs.enableLanguages == [ "eng" ]
+      && (builtins.elemAt withOCR.passthru.runtimeTools 8).overrideArgs.enableLanguages == [ "eng" ]
       && onPath withOCR
       && withOCR.passthru.enableOCR;
     "override extraPythonPackages: importable and propagated" =

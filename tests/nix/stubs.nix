@@ -110,6 +110,7 @@ let
     socat = package "socat";
     util-linux = package "util-linux";
     vde2 = package "vde2";
+    vhost-device-vsock = package "vhost-device-vsock";
     systemd = package "systemd";
     tesseract = package "tesseract";
     qemu_test = package "qemu_test";

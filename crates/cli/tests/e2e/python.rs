@@ -141,3 +141,33 @@ print("ok")
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout), "ok\n");
 }
+
+/// The SSH backdoor from the library: `Driver(..., enable_ssh_backdoor=True)` serves the VM's
+/// vsock device, and its ssh configuration's proxy is this Python's `-m ntd.ssh_proxy` (a
+/// library user need not have `ntd-ssh-proxy`), through which ssh runs a command in the guest.
+#[test]
+fn the_library_has_the_ssh_backdoor_through_its_own_python() {
+    let scenario = Scenario::new();
+    let script = scenario.start_script("machine", Tier::Debian, &["--ssh-backdoor"]);
+    let program = r#"
+import shlex
+import subprocess
+import sys
+from ntd import Driver
+with Driver([sys.argv[1]], enable_ssh_backdoor=True) as driver:
+    (machine,) = driver.machines
+    machine.wait_for_unit("multi-user.target")
+    pair = driver.vhost_vsock.sockets["machine"]
+    config = driver.native.ssh_config
+    proxy = f"ProxyCommand {shlex.quote(sys.executable)} -m ntd.ssh_proxy %n %p"
+    assert proxy in config.read_text(), config.read_text()
+    ssh = ["ssh", "-F", str(config), "-o", "User=root", f"vsock-mux/{pair.host}", "--", "echo", "over ssh"]
+    done = subprocess.run(ssh, capture_output=True, stdin=subprocess.DEVNULL, text=True)
+    assert done.returncode == 0, done.stderr
+    print(done.stdout, end="", flush=True)
+"#;
+    let run = scenario.run_command(python(&scenario, program, &script), DEBIAN_LIMIT);
+    run.assert_status(0);
+    assert_eq!(run.stdout, "over ssh\n", "{}", run.stderr);
+    run.assert_stderr_contains("kill vhost-device-vsock");
+}

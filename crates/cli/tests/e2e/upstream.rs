@@ -74,6 +74,29 @@ fn junit() {
     assert_eq!(suites[0].attribute("tests"), Some("2"), "{xml}");
 }
 
+/// `nixos-test-driver.ssh-backdoor` (`sshBackdoor.enable`): `driver.vhost_vsock` names the
+/// machine's host socket, and ssh through it runs `true` in the guest. The node's sshd on vsock
+/// is the guest's `--ssh-backdoor`; the driver configuration turns the backdoor on.
+#[test]
+fn ssh_backdoor() {
+    let scenario = Scenario::new();
+    let start_script = scenario.start_script("machine", Tier::Debian, &["--ssh-backdoor"]);
+    let config = serde_json::json!({
+        "containers": {},
+        "enable_ssh_backdoor": true,
+        "global_timeout": 3600,
+        "test_script": script("ssh_backdoor"),
+        "vlans": [],
+        "vms": {"machine": {"name": "machine", "start_script": start_script}},
+    });
+    let config = scenario.write("driverConfiguration.json", &config.to_string());
+    let mut command = scenario.command(&["--config", &config.to_string_lossy()]);
+    command.env("NTD_SSH_PROXY", env!("CARGO_BIN_EXE_ntd-ssh-proxy"));
+    let run = scenario.run_command(command, DEBIAN_LIMIT);
+    run.assert_status(0);
+    assert_log_contains(&run, "(finished: subtest: ssh from the host via systemd-ssh-proxy");
+}
+
 /// `nixos-test-driver.driver-timeout` (`timeout.nix`, wrapped in `testBuildFailure`): a 5 s
 /// global timeout stops the test during its boot wait; the log says so and the driver exits
 /// 143, the status of upstream's driver, which sends itself SIGTERM.
