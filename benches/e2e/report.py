@@ -110,6 +110,7 @@ def main(directory):
         f"| driver peak RSS for the whole run (holds the 64 MiB outputs, both ways) | {results['driver_peak_rss_mib']:.1f} MiB |",
     ]
     lines += containers_section(directory)
+    lines += backdoor_section(directory)
     report = "\n".join(lines) + "\n"
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write(report)
@@ -167,6 +168,32 @@ def containers_section(directory):
     for label, key in rows:
         values = commands[key]
         lines.append(f"| {label} | {fmt(median(values), 'ms')} | {fmt(p90(values), 'ms')} | {len(values)} |")
+    return lines
+
+
+def backdoor_section(directory):
+    """One VM without and with the SSH backdoor (backdoor.py), or why there is none."""
+    runs = {}
+    for mode in ("off", "on"):
+        path = os.path.join(directory, f"backdoor-{mode}.json")
+        if not os.path.exists(path):
+            return ["", "The SSH backdoor: not measured in this run (no vhost-device-vsock or ssh)."]
+        with open(path) as f:
+            runs[mode] = json.load(f)
+    off, on = runs["off"], runs["on"]
+    n = len(on["boots_s"])
+    boot_off, boot_on = median(off["boots_s"]), median(on["boots_s"])
+    lines = [
+        "",
+        f"The SSH backdoor: one VM (Debian guest), without it and then with it, {n} boot(s) each, in two driver runs.",
+        "",
+        "| | without | with the backdoor | difference |",
+        "|---|---|---|---|",
+        f"| the driver's start (launch → the script's first line) | {off['driver_start_s'] * 1000:.0f} ms "
+        f"| {on['driver_start_s'] * 1000:.0f} ms | {(on['driver_start_s'] - off['driver_start_s']) * 1000:+.0f} ms |",
+        f"| start() → multi-user.target (median) | {boot_off:.2f} s | {boot_on:.2f} s | {boot_on - boot_off:+.2f} s |",
+        f"| the first ssh through the printed command, after boot (median) | — | {median(on['ssh_s']):.2f} s | |",
+    ]
     return lines
 
 

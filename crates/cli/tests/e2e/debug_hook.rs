@@ -1,35 +1,13 @@
 //! `--debug-hook-attach` (runNixOSTest's `enableDebugHook`): a failure pauses the test with a
 //! pdb prompt on 127.0.0.1:4444 in the failing script's frame, and says how to attach.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{SMOKE_LIMIT, Scenario, Tier, live_processes_mentioning};
-
-/// A child process killed when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Read from `stream` until `needle` has arrived; everything read so far.
-fn read_until(stream: &mut TcpStream, needle: &str) -> String {
-    let mut text = String::new();
-    let mut buffer = [0u8; 4096];
-    while !text.contains(needle) {
-        let n = stream.read(&mut buffer).expect("read from pdb");
-        assert!(n > 0, "pdb hung up before {needle:?}:\n{text}");
-        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
-    }
-    text
-}
+use crate::harness::{KillOnDrop, SMOKE_LIMIT, Scenario, Tier, live_processes_mentioning, read_until};
 
 #[test]
 fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {

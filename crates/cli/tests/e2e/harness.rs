@@ -178,3 +178,27 @@ pub fn py_env() -> PathBuf {
         None => panic!("the Python tests need the ntd wheel's venv: export NTD_PY_ENV=$(scripts/python-env)"),
     }
 }
+
+/// A child process killed when dropped: a driver paused at a breakpoint would otherwise wait
+/// forever after a failed assertion.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Read from a pdb connection until `needle` has arrived; everything read so far.
+pub fn read_until(stream: &mut std::net::TcpStream, needle: &str) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    let mut buffer = [0u8; 4096];
+    while !text.contains(needle) {
+        let n = stream.read(&mut buffer).expect("read from pdb");
+        assert!(n > 0, "pdb hung up before {needle:?}:\n{text}");
+        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    text
+}

@@ -10,33 +10,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{DEBIAN_LIMIT, Scenario, Tier, live_processes_mentioning};
+use crate::harness::{DEBIAN_LIMIT, KillOnDrop, Scenario, Tier, live_processes_mentioning, read_until};
 
 /// The pdb port of the script's breakpoint: not the debug hook's default (4444), which
 /// another test uses at the same time.
 const PDB_PORT: u16 = 4445;
-
-/// A child process killed when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Read from `stream` until `needle` has arrived; everything read so far.
-fn read_until(stream: &mut TcpStream, needle: &str) -> String {
-    let mut text = String::new();
-    let mut buffer = [0u8; 4096];
-    while !text.contains(needle) {
-        let n = stream.read(&mut buffer).expect("read from pdb");
-        assert!(n > 0, "pdb hung up before {needle:?}:\n{text}");
-        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
-    }
-    text
-}
 
 const SCRIPT: &str = r#"
 machine.wait_for_unit("multi-user.target")

@@ -144,9 +144,9 @@ impl StartCommand {
 mod tests {
     use super::*;
 
-    #[test]
-    fn appends_upstreams_arguments() {
-        let paths = StartPaths {
+    /// The paths of machine `m` in `/tmp`, without the SSH backdoor.
+    fn paths_of_m() -> StartPaths<'static> {
+        StartPaths {
             state_dir: Path::new("/tmp/vm-state-m"),
             shared_dir: Path::new("/tmp/shared-xchg"),
             monitor: Path::new("/tmp/vm-state-m/monitor"),
@@ -156,7 +156,12 @@ mod tests {
             ctl: Path::new("/tmp/vm-state-m/ctl"),
             efi_vars: Path::new("/tmp/vm-state-m/m-efi-vars.fd"),
             vsock_guest: None,
-        };
+        }
+    }
+
+    #[test]
+    fn appends_upstreams_arguments() {
+        let paths = paths_of_m();
         let command = StartCommand::new("/x/bin/run-m-vm");
         assert_eq!(
             command.command_line(&paths, false, false),
@@ -176,18 +181,7 @@ mod tests {
 
     #[test]
     fn the_ssh_backdoor_adds_upstreams_vsock_device() {
-        let guest = Path::new("/tmp/vsock-ab/m_guest.socket");
-        let paths = StartPaths {
-            state_dir: Path::new("/tmp/vm-state-m"),
-            shared_dir: Path::new("/tmp/shared-xchg"),
-            monitor: Path::new("/tmp/vm-state-m/monitor"),
-            qmp: Path::new("/tmp/vm-state-m/qmp"),
-            shell: Path::new("/tmp/vm-state-m/shell"),
-            out: Path::new("/tmp/vm-state-m/out"),
-            ctl: Path::new("/tmp/vm-state-m/ctl"),
-            efi_vars: Path::new("/tmp/vm-state-m/m-efi-vars.fd"),
-            vsock_guest: Some(guest),
-        };
+        let paths = StartPaths { vsock_guest: Some(Path::new("/tmp/vsock-ab/m_guest.socket")), ..paths_of_m() };
         let line = StartCommand::new("/x/bin/run-m-vm").command_line(&paths, false, false);
         assert!(
             line.contains(
