@@ -481,10 +481,6 @@ class Driver:
             command = start_command
         if keep_vm_state is not None:
             keep_machine_state = keep_vm_state
-        if self.enable_ssh_backdoor:
-            self.logger.warning(
-                f"create_machine({name}): not enabling SSH backdoor, this is not supported for VMs created with create_machine!"
-            )
         return self._opened().create_machine(command, name=name, keep_machine_state=keep_machine_state)
 
     def serial_stdout_on(self) -> None:
@@ -499,7 +495,10 @@ class Driver:
         Where the host's ssh cannot reach `vsock-mux/` addresses (no systemd-ssh-proxy 258 or
         newer), a second command per VM uses ntd's ssh configuration. `offset` is older
         nixpkgs' `--dump-vsocks`: VMs with kernel vsock devices, `vsock/<offset + 1 + i>`."""
-        native = self._opened()
+        native = self.native
+        if native is None:
+            # Not open: no machines, no backdoor yet.
+            return
         if offset is not None:
             print(native.legacy_ssh_listing(offset), end="")
             return

@@ -185,8 +185,8 @@ fn ssh_proxy_command() -> Option<Vec<String>> {
             log::warning(
                 None,
                 &format!(
-                    "{PROXY} is neither beside nixos-test-driver nor on PATH: the SSH backdoor's commands need \
-                     systemd-ssh-proxy 258 or newer on this host"
+                    "{PROXY} is neither beside nixos-test-driver nor on PATH: the SSH backdoor is reachable only \
+                     through systemd-ssh-proxy 258 or newer, where this host has it"
                 ),
             );
             None

@@ -375,25 +375,32 @@ impl Driver {
                     return Some(ssh_backdoor::Access {
                         name: machine.name().to_owned(),
                         command: container.ssh_backdoor_command(),
-                        without_systemd: None,
+                        via_ntd_proxy: None,
                     });
                 }
                 let vm = QemuMachine::from_machine(machine)?;
                 let pair = vm.vsock()?;
-                let without_systemd = match &backdoor.ssh_config {
-                    Some(config) if !backdoor.host_ssh_proxies => {
-                        Some(ssh_backdoor::vm_command_with_config(config, &pair.host))
-                    }
-                    _ => None,
-                };
                 Some(ssh_backdoor::Access {
                     name: machine.name().to_owned(),
                     command: ssh_backdoor::vm_command(&pair.host),
-                    without_systemd,
+                    via_ntd_proxy: backdoor
+                        .ssh_config
+                        .as_deref()
+                        .map(|config| ssh_backdoor::vm_command_with_config(config, &pair.host)),
                 })
             })
             .collect();
-        Some(ssh_backdoor::listing(&access, styled))
+        // Upstream's commands need the host's systemd-ssh-proxy, and paths it can see as typed.
+        let why = if !backdoor.host_ssh_proxies {
+            Some(ssh_backdoor::WhyOwnProxy::NoHostProxy)
+        } else if self.vsock_device().is_some_and(|device| {
+            device.sockets().iter().any(|(_, pair)| pair.host.to_string_lossy().chars().any(char::is_uppercase))
+        }) {
+            Some(ssh_backdoor::WhyOwnProxy::CapitalsInPath)
+        } else {
+            None
+        };
+        Some(ssh_backdoor::listing(&access, why, styled))
     }
 
     /// The listing of older nixpkgs' `--dump-vsocks <offset>`, whose VMs had kernel vsock
@@ -410,13 +417,25 @@ impl Driver {
 
     /// Upstream's `create_machine(start_command, name=None, keep_machine_state=False)`: a
     /// QEMU machine outside the configuration's list, on the driver's VLANs. The driver keeps
-    /// it: it is stopped at cleanup, and killed by the global timeout, like the others.
+    /// it: it is stopped at cleanup, and killed by the global timeout, like the others. As
+    /// upstream, it gets no SSH backdoor (with one warning when the run has one).
     pub fn create_machine(
         &self,
         start_command: &str,
         name: Option<String>,
         keep_machine_state: bool,
     ) -> Result<QemuMachine, Error> {
+        if self.ssh_backdoor() {
+            // Upstream's words, its `None` included.
+            log::warning(
+                None,
+                &format!(
+                    "create_machine({}): not enabling SSH backdoor, this is not supported for VMs created with \
+                     create_machine!",
+                    name.as_deref().unwrap_or("None")
+                ),
+            );
+        }
         let mut config = QemuConfig::new(start_command, self.inner.tmp_dir.clone(), self.inner.out_dir.clone());
         config.name = name;
         config.keep_machine_state = keep_machine_state;
@@ -529,6 +548,12 @@ impl Backdoor {
             return Ok(Backdoor { device: None, ssh_config: None, host_ssh_proxies: false });
         }
         let names: Vec<String> = options.machines.iter().map(spec_name).collect();
+        // Two VMs of one name would share sockets: say what the machines would have said.
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(Error::DuplicateName(name.clone()));
+            }
+        }
         let device = log::nested(None, "start vhost-device-vsock", VHostDeviceVsock::start(tmp_dir, &names)).await?;
         let ssh_config = match &options.ssh_proxy {
             Some(proxy) => match ssh_backdoor::write_ssh_config(device.dir(), proxy) {

@@ -108,7 +108,9 @@ pub fn connect(address: &Address, port: u32) -> Result<UnixStream, Error> {
     let mut stream = UnixStream::connect(path).map_err(|source| Error::Connect { path: path.clone(), source })?;
     if handshake {
         let refused = |what: String| Error::Refused { port, what };
-        stream.write_all(format!("CONNECT {port}\n").as_bytes()).map_err(|e| refused(format!(" ({e})")))?;
+        stream
+            .write_all(format!("CONNECT {port}\n").as_bytes())
+            .map_err(|source| Error::Connect { path: path.clone(), source })?;
         stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(Error::HandOver)?;
         let answer = read_answer(&mut stream).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::NoAnswer { port },
@@ -150,10 +152,13 @@ pub fn hand_over(stream: UnixStream) -> Result<(), Error> {
         .map(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFSOCK)
         .unwrap_or(false);
     if is_socket {
-        send_fd(stdout.as_raw_fd(), stream.as_raw_fd()).map_err(Error::HandOver)
-    } else {
-        relay(stream).map_err(Error::HandOver)
+        return send_fd(stdout.as_raw_fd(), stream.as_raw_fd()).map_err(Error::HandOver);
     }
+    // Unbuffered, unlike `Stdout`, whose line buffer would hold ssh's bytes after the last
+    // newline byte until the next one.
+    let input = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().map_err(Error::HandOver)?);
+    let output = std::fs::File::from(stdout.as_fd().try_clone_to_owned().map_err(Error::HandOver)?);
+    relay(stream, input, output).map_err(Error::HandOver)
 }
 
 /// Send `fd` over the socket `over` as ssh's `ProxyUseFdpass` expects: one byte of data with
@@ -168,19 +173,19 @@ fn send_fd(over: std::os::fd::RawFd, fd: std::os::fd::RawFd) -> std::io::Result<
     Ok(())
 }
 
-/// Copy stdin to the stream and the stream to stdout, each until its end.
-fn relay(stream: UnixStream) -> std::io::Result<()> {
+/// Copy `input` to the stream and the stream to `output`, until the guest's side ends. What
+/// is left of `input` then is not needed: ssh is done. An error on the way in ends the relay
+/// too (the stream is shut down, so the guest's side ends).
+fn relay(stream: UnixStream, mut input: impl Read + Send + 'static, mut output: impl Write) -> std::io::Result<()> {
     let mut to_guest = stream.try_clone()?;
     let upstream = std::thread::spawn(move || -> std::io::Result<()> {
-        std::io::copy(&mut std::io::stdin().lock(), &mut to_guest)?;
-        to_guest.shutdown(std::net::Shutdown::Write)
+        let copied = std::io::copy(&mut input, &mut to_guest).map(|_| ());
+        let _ = to_guest.shutdown(std::net::Shutdown::Write);
+        copied
     });
     let mut from_guest = stream;
-    let mut stdout = std::io::stdout().lock();
-    std::io::copy(&mut from_guest, &mut stdout)?;
-    stdout.flush()?;
-    drop(stdout);
-    // The guest closed its side: ssh is done, whatever is left of stdin is not needed.
+    std::io::copy(&mut from_guest, &mut output)?;
+    output.flush()?;
     if upstream.is_finished() {
         upstream.join().map_err(|_| std::io::Error::other("the relay thread panicked"))??;
     }
@@ -260,6 +265,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let error = connect(&Address::VsockMux(dir.path().join("gone")), 22).expect_err("no socket");
         assert!(error.to_string().contains("the test run that made it has ended"), "{error}");
+    }
+
+    #[test]
+    fn the_relay_passes_bytes_both_ways_without_waiting_for_a_newline() {
+        let (ours, mut guest) = UnixStream::pair().expect("pair");
+        let (input, mut ssh_writes) = UnixStream::pair().expect("pair");
+        let (output, mut ssh_reads) = UnixStream::pair().expect("pair");
+        let relayed = std::thread::spawn(move || relay(ours, input, output));
+        ssh_writes.write_all(b"\x00client bytes, no newline").expect("write");
+        let mut buffer = [0u8; 25];
+        guest.read_exact(&mut buffer).expect("the guest reads");
+        assert_eq!(&buffer, b"\x00client bytes, no newline");
+        guest.write_all(b"guest bytes").expect("write");
+        let mut buffer = [0u8; 11];
+        ssh_reads.read_exact(&mut buffer).expect("ssh reads, though no newline came");
+        assert_eq!(&buffer, b"guest bytes");
+        drop(guest);
+        relayed.join().expect("the relay").expect("relayed");
     }
 
     #[test]

@@ -35,15 +35,28 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A failure to start `vhost-device-vsock`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The program cannot be run.
+    /// The program is not on `PATH`.
     #[error(
         "the SSH backdoor (enable_ssh_backdoor, nixpkgs' sshBackdoor.enable) needs {PROGRAM} on PATH: install it \
          (`cargo install vhost-device-vsock`, or nixpkgs' vhost-device-vsock) or turn the backdoor off"
     )]
+    NotFound {
+        /// The lookup's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program is there but cannot be run.
+    #[error("cannot run {PROGRAM} for the SSH backdoor")]
     Spawn {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A machine's name cannot name its sockets.
+    #[error("the SSH backdoor cannot name sockets for the machine {name:?}: the name has a '/'")]
+    Name {
+        /// The name.
+        name: String,
     },
     /// Its directory cannot be made.
     #[error("cannot make the directory for {PROGRAM}'s sockets in {tmp_dir}: {source}")]
@@ -95,6 +108,9 @@ impl VHostDeviceVsock {
     /// Start one device for each of `machines` (in that order, CIDs from 3), with its sockets
     /// in a new private directory under `tmp_dir`, and wait until QEMU can connect.
     pub async fn start(tmp_dir: &Path, machines: &[String]) -> Result<VHostDeviceVsock, Error> {
+        if let Some(name) = machines.iter().find(|name| name.contains('/')) {
+            return Err(Error::Name { name: name.clone() });
+        }
         let dir =
             SocketDir::create(tmp_dir).map_err(|source| Error::Directory { tmp_dir: tmp_dir.to_owned(), source })?;
         let sockets: Vec<(String, VsockPair)> = machines
@@ -124,7 +140,10 @@ impl VHostDeviceVsock {
             ));
         }
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = process::Child::spawn(command).await.map_err(|source| Error::Spawn { source })?;
+        let mut child = process::Child::spawn(command).await.map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound { source },
+            _ => Error::Spawn { source },
+        })?;
         // It logs through env_logger (errors only, unless RUST_LOG says otherwise) and prints
         // argument errors to stdout; both are kept for the log and for an early exit.
         let said = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -248,11 +267,18 @@ impl Drop for SocketDir {
     }
 }
 
-/// Log the process's output at debug level and keep it for an error message.
+/// How many of its last lines are kept for an error message.
+const TAIL_LINES: usize = 12;
+
+/// Log the process's output at debug level and keep its last lines for an error message.
 async fn keep_output(stream: impl tokio::io::AsyncRead + Unpin, said: Arc<Mutex<Vec<String>>>) {
     crate::machine::console::each_line(stream, |line| {
         log::debug(None, &format!("{PROGRAM}: {line}"));
-        crate::machine::lock(&said).push(line);
+        let mut said = crate::machine::lock(&said);
+        if said.len() == TAIL_LINES {
+            said.remove(0);
+        }
+        said.push(line);
     })
     .await;
 }
