@@ -175,11 +175,7 @@ fn run(resolved: Resolved) -> i32 {
 fn ssh_proxy_command() -> Option<Vec<String>> {
     const PROXY: &str = "ntd-ssh-proxy";
     let beside = std::env::current_exe().ok().map(|exe| exe.with_file_name(PROXY)).filter(|p| p.is_file());
-    let on_path = || {
-        std::env::var_os("PATH")
-            .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(PROXY)).find(|p| p.is_file()))
-    };
-    match beside.or_else(on_path) {
+    match beside.or_else(|| ntd_core::process::find_program(PROXY)) {
         Some(path) => Some(vec![path.display().to_string()]),
         None => {
             log::warning(

@@ -75,7 +75,7 @@ pub fn variants(screenshot: &[u8]) -> Result<Vec<Variant>, Error> {
 
 /// Whether tesseract is on PATH.
 pub fn tesseract_available() -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("tesseract").is_file()))
+    crate::process::find_program("tesseract").is_some()
 }
 
 /// Recognise one image: `tesseract stdin stdout --psm 11` (sparse text, as upstream), one

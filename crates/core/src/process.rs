@@ -284,6 +284,13 @@ impl Drop for Child {
     }
 }
 
+/// The file `program` names in a directory of `PATH` (as Python's `shutil.which`, without the
+/// executable check), if any.
+pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
+}
+
 /// Wait on an exit watch (see [`Child::exit_watch`]) until the exit status is known.
 pub async fn wait_exit(mut exit: watch::Receiver<Option<ExitStatus>>) -> ExitStatus {
     loop {

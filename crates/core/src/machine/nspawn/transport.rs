@@ -30,9 +30,7 @@ const KILLED: i32 = 128 + 9;
 /// environment is empty, so it cannot be looked up there (a Nix build has util-linux on PATH
 /// only).
 fn nsenter() -> std::path::PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("nsenter")).find(|p| p.is_file()))
-        .unwrap_or_else(|| std::path::PathBuf::from("nsenter"))
+    crate::process::find_program("nsenter").unwrap_or_else(|| std::path::PathBuf::from("nsenter"))
 }
 
 /// Kills a command's process group when dropped (the command's caller gave up on it: an
