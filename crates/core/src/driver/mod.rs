@@ -153,8 +153,9 @@ struct Backdoor {
     device: Option<VHostDeviceVsock>,
     /// ntd's ssh configuration beside the sockets, if a proxy was given.
     ssh_config: Option<PathBuf>,
-    /// Whether the host's ssh reaches `vsock-mux/` addresses by itself.
-    host_ssh_proxies: bool,
+    /// Why upstream's commands cannot work here, if they cannot: then the listing gives
+    /// ntd's through `ssh_config` too.
+    why_own_proxy: Option<ssh_backdoor::WhyOwnProxy>,
 }
 
 /// The machines and VLANs of one test run. Cloning gives another handle to the same run.
@@ -390,17 +391,7 @@ impl Driver {
                 })
             })
             .collect();
-        // Upstream's commands need the host's systemd-ssh-proxy, and paths it can see as typed.
-        let why = if !backdoor.host_ssh_proxies {
-            Some(ssh_backdoor::WhyOwnProxy::NoHostProxy)
-        } else if self.vsock_device().is_some_and(|device| {
-            device.sockets().iter().any(|(_, pair)| pair.host.to_string_lossy().chars().any(char::is_uppercase))
-        }) {
-            Some(ssh_backdoor::WhyOwnProxy::CapitalsInPath)
-        } else {
-            None
-        };
-        Some(ssh_backdoor::listing(&access, why, styled))
+        Some(ssh_backdoor::listing(&access, backdoor.why_own_proxy, styled))
     }
 
     /// The listing of older nixpkgs' `--dump-vsocks <offset>`, whose VMs had kernel vsock
@@ -545,7 +536,7 @@ impl Backdoor {
     /// VMs, as upstream), and ntd's ssh configuration beside its sockets.
     async fn start(tmp_dir: &Path, options: &DriverOptions) -> Result<Backdoor, Error> {
         if options.machines.is_empty() {
-            return Ok(Backdoor { device: None, ssh_config: None, host_ssh_proxies: false });
+            return Ok(Backdoor { device: None, ssh_config: None, why_own_proxy: None });
         }
         let names: Vec<String> = options.machines.iter().map(spec_name).collect();
         // Two VMs of one name would share sockets: say what the machines would have said.
@@ -565,7 +556,19 @@ impl Backdoor {
             },
             None => None,
         };
-        let host_ssh_proxies = ssh_backdoor::host_ssh_proxies_vsock_mux().await;
-        Ok(Backdoor { device: Some(device), ssh_config, host_ssh_proxies })
+        // Upstream's commands need the host's systemd-ssh-proxy, and paths it sees as typed.
+        // Only worth asking when ntd has commands of its own to offer instead.
+        let why_own_proxy = match &ssh_config {
+            None => None,
+            Some(_) if !ssh_backdoor::host_ssh_proxies_vsock_mux().await => {
+                Some(ssh_backdoor::WhyOwnProxy::NoHostProxy)
+            }
+            Some(_) => device
+                .sockets()
+                .iter()
+                .any(|(_, pair)| pair.host.to_string_lossy().chars().any(char::is_uppercase))
+                .then_some(ssh_backdoor::WhyOwnProxy::CapitalsInPath),
+        };
+        Ok(Backdoor { device: Some(device), ssh_config, why_own_proxy })
     }
 }

@@ -154,12 +154,15 @@ impl VHostDeviceVsock {
             tokio::spawn(keep_output(stderr, Arc::clone(&said)));
         }
         let ready = async {
-            while !sockets.iter().all(|(_, pair)| pair.guest.exists() && pair.host.exists()) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            for (_, pair) in &sockets {
+                wait_for_socket(&pair.guest, READY_TIMEOUT).await?;
+                wait_for_socket(&pair.host, READY_TIMEOUT).await?;
             }
+            Ok::<(), std::io::Error>(())
         };
         tokio::select! {
-            () = ready => {}
+            // A timeout here is the branch below's, which stops the process first.
+            Ok(()) = ready => {}
             status = child.wait() => {
                 // Let the output pumps catch its last words.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -265,6 +268,23 @@ impl Drop for SocketDir {
     fn drop(&mut self) {
         self.remove();
     }
+}
+
+/// Wait until a unix socket exists at `path`: the device listens there (it makes the socket
+/// when it starts, and the guest socket again each time a QEMU has left).
+pub(crate) async fn wait_for_socket(path: &Path, timeout: Duration) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no socket there after {} seconds", timeout.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// How many of its last lines are kept for an error message.

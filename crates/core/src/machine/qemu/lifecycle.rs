@@ -114,29 +114,11 @@ impl Drop for BootPhase {
 /// The shell the start command runs in: bash, as NixOS's `/bin/sh` is, when there is one (it
 /// execs a lone command, so QEMU stays our direct child); else `/bin/sh`.
 fn command_shell() -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("bash")).find(|p| p.is_file()))
-        .unwrap_or_else(|| PathBuf::from("/bin/sh"))
+    process::find_program("bash").unwrap_or_else(|| PathBuf::from("/bin/sh"))
 }
 
 /// How long a starting machine waits for the SSH backdoor's device to listen for it.
 const VSOCK_DEVICE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Wait until a unix socket exists at `path`.
-async fn wait_for_socket(path: &Path, timeout: Duration) -> std::io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let deadline = Instant::now() + timeout;
-    while !std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-        if Instant::now() >= deadline {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no socket there after {} seconds", timeout.as_secs()),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
 
 /// Listen on a fresh unix socket at `path` that only the user can connect to: whoever
 /// connects to the shell socket is root in the guest.
@@ -234,7 +216,7 @@ impl Qemu {
         // listens. vhost-device-vsock listens again only after it has seen the last QEMU go,
         // so a machine started again at once could be too early.
         if let Some(pair) = &self.vsock {
-            wait_for_socket(&pair.guest, VSOCK_DEVICE_TIMEOUT).await.map_err(|e| {
+            crate::ssh_backdoor::vsock::wait_for_socket(&pair.guest, VSOCK_DEVICE_TIMEOUT).await.map_err(|e| {
                 start_error(
                     format!(
                         "connect to the SSH backdoor's vsock device {} (is vhost-device-vsock still running?)",
