@@ -101,6 +101,30 @@ impl ScenarioDir {
         path
     }
 
+    /// Write a `driverConfiguration.json` as nixpkgs' framework writes it (keys sorted) for
+    /// the VMs `vms` (name, start script), no containers and no VLANs; its path.
+    pub fn write_configuration(
+        &self,
+        vms: &[(&str, &Path)],
+        test_script: &Path,
+        global_timeout: u64,
+        enable_ssh_backdoor: bool,
+    ) -> PathBuf {
+        let vms: serde_json::Map<String, serde_json::Value> = vms
+            .iter()
+            .map(|(name, script)| (name.to_string(), serde_json::json!({"name": name, "start_script": script})))
+            .collect();
+        let config = serde_json::json!({
+            "containers": {},
+            "enable_ssh_backdoor": enable_ssh_backdoor,
+            "global_timeout": global_timeout,
+            "test_script": test_script,
+            "vlans": [],
+            "vms": vms,
+        });
+        self.write("driverConfiguration.json", &config.to_string())
+    }
+
     /// Run the driver on `script` with the machines' start scripts, failing the test if it
     /// runs longer than `limit` (a hang guard, not a speed claim).
     pub fn run(&self, script: &Path, extra: &[&str], limit: Duration) -> Run {

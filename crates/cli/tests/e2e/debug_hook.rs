@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{KillOnDrop, SMOKE_LIMIT, Scenario, Tier, live_processes_mentioning, read_until};
+use crate::harness::{KillOnDrop, SMOKE_LIMIT, Scenario, Tier, live_processes_mentioning, read_until, wait_for_exit};
 
 #[test]
 fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {
@@ -67,14 +67,7 @@ fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {
     assert!(answer.contains("('hello from the script', 'from pdb\\n')"), "{answer}");
     pdb.write_all(b"c\n").expect("write to pdb");
 
-    let deadline = Instant::now() + SMOKE_LIMIT;
-    let status = loop {
-        if let Some(status) = driver.0.try_wait().expect("wait for the driver") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the driver did not end after `continue`");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for_exit(&mut driver.0, SMOKE_LIMIT, "after `continue`");
     assert_eq!(status.code(), Some(1), "a failed test fails after the breakpoint");
     assert!(live_processes_mentioning(&marker).is_empty(), "`sleep {pattern}` outlived the breakpoint");
     let needle = scenario.path().to_string_lossy().into_owned();

@@ -202,3 +202,16 @@ pub fn read_until(stream: &mut std::net::TcpStream, needle: &str) -> String {
     }
     text
 }
+
+/// Wait until `child` exits, failing the test if it has not within `limit` (the test's hang
+/// guard; `when` says what it was to exit after).
+pub fn wait_for_exit(child: &mut std::process::Child, limit: Duration, when: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the driver") {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the driver did not end {when}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{DEBIAN_LIMIT, KillOnDrop, Scenario, Tier, live_processes_mentioning, read_until};
+use crate::harness::{DEBIAN_LIMIT, KillOnDrop, Scenario, Tier, live_processes_mentioning, read_until, wait_for_exit};
 
 /// The pdb port of the script's breakpoint: not the debug hook's default (4444), which
 /// another test uses at the same time.
@@ -33,15 +33,7 @@ fn a_paused_test_is_reachable_over_ssh_with_the_printed_command() {
     let scenario = Scenario::new();
     let start_script = scenario.start_script("machine", Tier::Debian, &["--ssh-backdoor"]);
     let script = scenario.write("test-script", SCRIPT);
-    let config = serde_json::json!({
-        "containers": {},
-        "enable_ssh_backdoor": true,
-        "global_timeout": 900,
-        "test_script": script,
-        "vlans": [],
-        "vms": {"machine": {"name": "machine", "start_script": start_script}},
-    });
-    let config = scenario.write("driverConfiguration.json", &config.to_string());
+    let config = scenario.write_configuration(&[("machine", &start_script)], &script, 900, true);
     let mut command = scenario.command(&["--config", &config.to_string_lossy(), "--debug-hook-attach", "/stub/attach"]);
     let driver = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run the driver");
     // Killed if the test fails half-way: a driver paused at a breakpoint would wait forever.
@@ -118,14 +110,7 @@ fn a_paused_test_is_reachable_over_ssh_with_the_printed_command() {
     pdb.set_read_timeout(Some(Duration::from_secs(60))).expect("set a read timeout");
     read_until(&mut pdb, "(Pdb) ");
     pdb.write_all(b"c\n").expect("write to pdb");
-    let deadline = Instant::now() + DEBIAN_LIMIT;
-    let status = loop {
-        if let Some(status) = driver.0.try_wait().expect("wait for the driver") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the driver did not end after `continue`");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for_exit(&mut driver.0, DEBIAN_LIMIT, "after `continue`");
     while let Ok(line) = received.recv_timeout(Duration::from_secs(1)) {
         log.push(line);
     }

@@ -81,15 +81,7 @@ fn junit() {
 fn ssh_backdoor() {
     let scenario = Scenario::new();
     let start_script = scenario.start_script("machine", Tier::Debian, &["--ssh-backdoor"]);
-    let config = serde_json::json!({
-        "containers": {},
-        "enable_ssh_backdoor": true,
-        "global_timeout": 3600,
-        "test_script": script("ssh_backdoor"),
-        "vlans": [],
-        "vms": {"machine": {"name": "machine", "start_script": start_script}},
-    });
-    let config = scenario.write("driverConfiguration.json", &config.to_string());
+    let config = scenario.write_configuration(&[("machine", &start_script)], &script("ssh_backdoor"), 3600, true);
     let mut command = scenario.command(&["--config", &config.to_string_lossy()]);
     command.env("NTD_SSH_PROXY", env!("CARGO_BIN_EXE_ntd-ssh-proxy"));
     let run = scenario.run_command(command, DEBIAN_LIMIT);

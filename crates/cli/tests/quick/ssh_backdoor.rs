@@ -11,23 +11,9 @@ use crate::harness::{LIMIT, Scenario};
 
 /// A `driverConfiguration.json` as nixpkgs writes it, for fake VMs `names` and `script`.
 fn configuration(scenario: &Scenario, names: &[&str], script: &str, backdoor: bool) -> std::path::PathBuf {
-    let vms: serde_json::Map<String, serde_json::Value> = names
-        .iter()
-        .map(|name| {
-            let start_script = scenario.start_script(name, &[]);
-            (name.to_string(), serde_json::json!({"name": name, "start_script": start_script}))
-        })
-        .collect();
-    let test_script = scenario.write("test-script", script);
-    let config = serde_json::json!({
-        "containers": {},
-        "enable_ssh_backdoor": backdoor,
-        "global_timeout": 600,
-        "test_script": test_script,
-        "vlans": [],
-        "vms": vms,
-    });
-    scenario.write("driverConfiguration.json", &config.to_string())
+    let scripts: Vec<_> = names.iter().map(|name| scenario.start_script(name, &[])).collect();
+    let vms: Vec<(&str, &Path)> = names.iter().copied().zip(scripts.iter().map(|s| s.as_path())).collect();
+    scenario.write_configuration(&vms, &scenario.write("test-script", script), 600, backdoor)
 }
 
 /// Whether this host's ssh sends `vsock-mux/` addresses through a proxy of its own
