@@ -200,6 +200,7 @@ class Driver:
         native: "_native.Driver | None" = None,
         containers: StartScripts = (),
         enable_ssh_backdoor: bool = False,
+        failure_artifacts: bool = False,
     ) -> None:
         self._machine_specs = _specs(start_scripts)
         self._container_specs = _specs(containers)
@@ -222,6 +223,7 @@ class Driver:
         self.polling_conditions: list[PollingCondition] = []
         self._interactive = False
         self._enable_ssh_backdoor = enable_ssh_backdoor
+        self._failure_artifacts = failure_artifacts
         # A native driver handed in (by nixos-test-driver) belongs to whoever made it.
         self._owned = native is None
         self.native: "_native.Driver | None" = None
@@ -254,6 +256,7 @@ class Driver:
                     enable_ssh_backdoor=self._enable_ssh_backdoor,
                     # A library user has this Python, with ntd, but maybe no ntd-ssh-proxy.
                     ssh_proxy=[sys.executable, "-m", "ntd.ssh_proxy"],
+                    failure_artifacts=self._failure_artifacts,
                 )
             )
             _open_drivers.add(self)
@@ -408,11 +411,13 @@ class Driver:
                 sys.exit(1)
             try:
                 exec(code, symbols, None)
-            except MachineError:
+            except MachineError as e:
+                self.collect_failure_artifacts(e)
                 for line in traceback.format_exc().splitlines():
                     self.logger.log_test_error(line)
                 sys.exit(1)
-            except RequestedAssertionFailed:
+            except RequestedAssertionFailed as e:
+                self.collect_failure_artifacts(e)
                 exc_type, exc, tb = sys.exc_info()
                 # Only the test script's own frames (the script is exec'd as "<string>").
                 filtered = [frame for frame in traceback.extract_tb(tb) if frame.filename == "<string>"]
@@ -428,9 +433,36 @@ class Driver:
                     self.logger.log_test_error(line)
                 self.debug.breakpoint()
                 sys.exit(1)
-            except Exception:
+            except Exception as e:
+                self.collect_failure_artifacts(e)
                 self.debug.breakpoint()
                 raise
+
+    def collect_failure_artifacts(self, error: BaseException) -> "list[tuple[str, str, Path]]":
+        """The test failed with `error`: write each running machine's screen, console, journal
+        tail and, for a failed command, its output into the output directory (only if the
+        driver was made with `failure_artifacts`; `nixos-test-driver` is, with `-o`). Returns
+        `(machine, what, path)` for each file written."""
+        if self.native is None:
+            return []
+        # What ntd raised says what failed; an exception raised `from` it counts as it.
+        cause: "BaseException | None" = error
+        for _ in range(100):  # a chain is finite, but a hand-made one could loop
+            if cause is None or hasattr(cause, "ntd_failure"):
+                break
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            kind = str(getattr(cause, "ntd_failure"))
+        elif isinstance(error, AssertionError):
+            kind = "assertion-failed"
+        else:
+            kind = "error"
+        return self.native.collect_failure_artifacts(
+            kind,
+            machine=getattr(cause, "ntd_machine", None),
+            command=getattr(cause, "ntd_command", None),
+            output=getattr(cause, "ntd_output", None),
+        )
 
     def run_tests(self) -> None:
         """Run the test script (for non-interactive runs), then `sync` every machine that is up."""

@@ -135,6 +135,9 @@ pub struct Resolved {
     /// Where the JUnit report goes, if asked for.
     pub junit_xml: Option<PathBuf>,
     pub output_directory: PathBuf,
+    /// Write failure artifacts: only where an output directory was given (`-o`), so that a
+    /// run in the current directory leaves nothing new there.
+    pub failure_artifacts: bool,
     pub keep_machine_state: bool,
     /// Open the interactive prompt instead of running the script.
     pub interactive: bool,
@@ -275,6 +278,7 @@ impl Args {
             test_name,
             junit_xml,
             output_directory,
+            failure_artifacts: self.output_directory.is_some(),
             keep_machine_state,
             interactive: self.interactive && !self.no_interactive,
             debug_hook_attach: self.debug_hook_attach.clone(),

@@ -138,6 +138,7 @@ fn run(resolved: Resolved) -> i32 {
     options.connect_timeout = resolved.connect_timeout;
     options.global_timeout = resolved.spec.global_timeout;
     options.ssh_backdoor = resolved.spec.enable_ssh_backdoor;
+    options.failure_artifacts = resolved.failure_artifacts;
     if options.ssh_backdoor {
         options.ssh_proxy = ssh_proxy_command();
     }
@@ -158,6 +159,7 @@ fn run(resolved: Resolved) -> i32 {
             log::error(None, &format!("cleanup failed: {e}"));
         }
         flush_python_output(py);
+        say_where_the_artifacts_are(native.get().core(), &run_span);
         outcome
     });
     run_span.record("test.outcome", outcome.name());
@@ -167,6 +169,22 @@ fn run(resolved: Resolved) -> i32 {
     drop(entered);
     drop(run_span);
     outcome.status()
+}
+
+/// The last lines of a failed run's log: where its failure artifacts are. The run's span
+/// lists them too (`ntd.failure.artifacts`, one path per line).
+fn say_where_the_artifacts_are(driver: &ntd_core::Driver, run_span: &tracing::Span) {
+    let artifacts = driver.failure_artifacts();
+    if artifacts.is_empty() {
+        return;
+    }
+    let paths: Vec<String> = artifacts.iter().map(|artifact| artifact.path.display().to_string()).collect();
+    run_span.record("ntd.failure.artifacts", paths.join("\n"));
+    log::log(None, &format!("the failure left {} file(s) in {}:", artifacts.len(), driver.out_dir().display()));
+    for artifact in &artifacts {
+        let file = artifact.path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+        log::log(None, &format!("    {file}  ({}'s {})", artifact.machine, artifact.what));
+    }
 }
 
 /// ntd's ssh proxy for the SSH backdoor's ssh configuration: `ntd-ssh-proxy` beside this

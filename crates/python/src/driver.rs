@@ -11,13 +11,14 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use ntd_core::config::MachineSpec;
+use ntd_core::driver::artifacts::{Artifact, FailedCommand, Failure, FailureKind};
 use ntd_core::driver::{DriverOptions, Stop, StopHooks};
 use ntd_core::machine::nspawn::NspawnMachine as CoreNspawn;
 use ntd_core::machine::qemu::QemuMachine as CoreQemu;
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyBytes, PyList};
 
 use crate::duration::PyDuration;
 use crate::errors::{machine_error, to_pyerr};
@@ -139,7 +140,7 @@ impl Driver {
     /// `machines` (VMs) and `containers` pair an optional name with a start command, as
     /// `driverConfiguration.json` and `--start-scripts` give them.
     #[staticmethod]
-    #[pyo3(signature = (machines, vlans=Vec::new(), out_dir=None, keep_machine_state=false, global_timeout=None, connect_timeout=None, containers=Vec::new(), enable_ssh_backdoor=false, ssh_proxy=None))]
+    #[pyo3(signature = (machines, vlans=Vec::new(), out_dir=None, keep_machine_state=false, global_timeout=None, connect_timeout=None, containers=Vec::new(), enable_ssh_backdoor=false, ssh_proxy=None, failure_artifacts=false))]
     #[allow(clippy::too_many_arguments)] // the Python keyword arguments
     fn create(
         py: Python<'_>,
@@ -152,6 +153,7 @@ impl Driver {
         containers: Vec<(Option<String>, String)>,
         enable_ssh_backdoor: bool,
         ssh_proxy: Option<Vec<String>>,
+        failure_artifacts: bool,
     ) -> PyResult<Py<Driver>> {
         let out_dir = match out_dir {
             Some(dir) => dir,
@@ -171,6 +173,7 @@ impl Driver {
         }
         options.ssh_backdoor = enable_ssh_backdoor;
         options.ssh_proxy = ssh_proxy;
+        options.failure_artifacts = failure_artifacts;
         Driver::start(py, options)
     }
 
@@ -287,8 +290,47 @@ impl Driver {
         block_on_uninterrupted(py, self.core.cleanup())
     }
 
+    /// The test failed with `kind` (`command-failed`, `wait-failed`, `assertion-failed`,
+    /// `global-timeout`, `error`): write its failure artifacts into the output directory, if the
+    /// driver was started with `failure_artifacts`, and return them as `(machine, what, path)`.
+    /// `machine`, `command` and `output` name the failed command, for a failed command. A run
+    /// collects once; later calls return what the first wrote.
+    #[pyo3(signature = (kind, machine=None, command=None, output=None))]
+    fn collect_failure_artifacts(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        machine: Option<String>,
+        command: Option<String>,
+        output: Option<&Bound<'_, PyBytes>>,
+    ) -> PyResult<Vec<(String, String, PathBuf)>> {
+        let kind = FailureKind::from_slug(kind)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown failure kind {kind:?}")))?;
+        let command = match (machine, command) {
+            (Some(machine), Some(command)) => Some(FailedCommand {
+                machine,
+                command,
+                output: output.map(|o| o.as_bytes().to_vec()).unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let failure = Failure { kind, command };
+        let artifacts = block_on_uninterrupted(py, self.core.collect_failure_artifacts(&failure))?;
+        Ok(artifacts.into_iter().map(artifact_tuple).collect())
+    }
+
+    /// The failure artifacts written so far, as `(machine, what, path)`.
+    #[getter]
+    fn failure_artifacts(&self) -> Vec<(String, String, PathBuf)> {
+        self.core.failure_artifacts().into_iter().map(artifact_tuple).collect()
+    }
+
     /// Kill every machine and switch now, without waiting.
     fn kill_now(&self) {
         self.core.kill_now();
     }
+}
+
+fn artifact_tuple(artifact: Artifact) -> (String, String, PathBuf) {
+    (artifact.machine, artifact.what.to_owned(), artifact.path)
 }

@@ -4,10 +4,11 @@
 //! `AssertionError`, as upstream's do) and looked up once.
 
 use ntd_core::ErrorKind;
+use ntd_core::driver::artifacts::FailureKind;
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
+use pyo3::types::{PyBytes, PyType};
 
 fn class(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str) -> PyResult<Py<PyType>> {
     cell.get_or_try_init(py, || {
@@ -45,10 +46,43 @@ pub fn to_pyerr(py: Python<'_>, error: ntd_core::Error) -> PyErr {
         };
     }
     let message = ntd_core::full_message(&error);
-    match error.kind() {
+    let failure = match &error {
+        ntd_core::Error::Machine(error) => error.failure_kind(),
+        _ => FailureKind::Error,
+    };
+    let command = match &error {
+        ntd_core::Error::Machine(error) => error.command_output(),
+        _ => None,
+    };
+    let exception = match error.kind() {
         ErrorKind::AssertionFailed => assertion_failed(py, message),
         ErrorKind::Timeout => PyTimeoutError::new_err(message),
         ErrorKind::Machine | ErrorKind::Config => machine_error(py, message),
+    };
+    annotate(py, &exception, failure, command);
+    exception
+}
+
+/// Say on the exception what failed, for the failure artifacts should it end the test:
+/// `ntd_failure` (the kind's name), and for a failed command `ntd_command` and `ntd_output`
+/// (its stdout). The machine (`ntd_machine`) is added by the method call that raised it.
+fn annotate(py: Python<'_>, exception: &PyErr, failure: FailureKind, command: Option<(&str, &[u8])>) {
+    let value = exception.value(py);
+    // Setting attributes on a fresh exception object cannot fail; if it did, the exception
+    // would still be right, only the artifacts poorer.
+    let _ = value.setattr("ntd_failure", failure.slug());
+    if let Some((command, output)) = command {
+        let _ = value.setattr("ntd_command", command);
+        let _ = value.setattr("ntd_output", PyBytes::new(py, output));
+    }
+}
+
+/// Name the machine on an exception a method call of `machine` raised (see [`annotate`]);
+/// the innermost call's name stays.
+pub fn annotate_machine(py: Python<'_>, exception: &PyErr, machine: &str) {
+    let value = exception.value(py);
+    if !value.hasattr("ntd_machine").unwrap_or(true) {
+        let _ = value.setattr("ntd_machine", machine);
     }
 }
 

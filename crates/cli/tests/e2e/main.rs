@@ -5,6 +5,7 @@
 //! scripts/install-host-deps; scripts/test provides both. The Python tests also need the ntd
 //! wheel's venv in `NTD_PY_ENV` (scripts/python-env).
 
+mod artifacts;
 mod bad_input;
 mod channel;
 mod commands;

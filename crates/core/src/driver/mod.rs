@@ -9,6 +9,7 @@
 //! drives a run: the command line, the REPL, the Python library and a Rust program.
 //! Running the test script is the caller's business.
 
+pub mod artifacts;
 pub mod nspawn_host;
 pub mod watchdog;
 
@@ -108,6 +109,9 @@ pub struct DriverOptions {
     /// first arguments: with the backdoor, an ssh configuration using it is written beside the
     /// sockets, for hosts without systemd-ssh-proxy's `vsock-mux/`. `None` writes none.
     pub ssh_proxy: Option<Vec<String>>,
+    /// Write failure artifacts into `out_dir` when the test fails ([`artifacts`]). The
+    /// command line asks for them when it is given an output directory.
+    pub failure_artifacts: bool,
 }
 
 impl DriverOptions {
@@ -126,6 +130,7 @@ impl DriverOptions {
             tmp_dir: None,
             ssh_backdoor: false,
             ssh_proxy: None,
+            failure_artifacts: false,
         }
     }
 }
@@ -144,6 +149,9 @@ struct Inner {
     watchdog: watchdog::Watchdog,
     /// The SSH backdoor, if the run has it.
     backdoor: Option<Backdoor>,
+    /// Whether a failure writes artifacts, and what it wrote.
+    failure_artifacts: bool,
+    artifacts: artifacts::Collected,
 }
 
 /// The driver's side of the SSH backdoor.
@@ -307,6 +315,8 @@ impl Driver {
                 stop_grace: options.stop_grace,
                 watchdog: watchdog::Watchdog::default(),
                 backdoor,
+                failure_artifacts: options.failure_artifacts,
+                artifacts: artifacts::Collected::default(),
             }),
         };
         driver.watch_switches();

@@ -200,7 +200,13 @@ impl Driver {
                 _ = driver.finished() => return,
             }
             {
-                let _block = log::block(None, "timeout reached; test terminating...", &[]).entered();
+                let block = log::block(None, "timeout reached; test terminating...", &[]);
+                // What the machines show now is what explains the timeout: keep it (when
+                // asked for) before they are killed. Each step is bounded in time.
+                let failure =
+                    super::artifacts::Failure { kind: super::artifacts::FailureKind::GlobalTimeout, command: None };
+                tracing::Instrument::instrument(driver.collect_failure_artifacts(&failure), block.clone()).await;
+                let _block = block.entered();
                 driver.kill_now();
             }
             driver.stop(Stop::GlobalTimeout(timeout));

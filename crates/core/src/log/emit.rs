@@ -48,6 +48,14 @@ pub fn test_error(line: &str) {
     tracing::error!(target: TARGET, machine = None::<&str>, "ntd.kind" = field::KIND_TEST_ERROR, "{line}");
 }
 
+/// A file written to explain a failure (a failure artifact): the terminal and the XML log show
+/// its path, the JUnit report attaches it to the failed cases, telemetry records it as an
+/// event of the current span.
+pub fn artifact(machine: Option<&str>, path: &std::path::Path) {
+    let path = path.display();
+    tracing::error!(target: TARGET, machine, "ntd.kind" = field::KIND_ARTIFACT, "{path}");
+}
+
 /// Open a nested block: a span that sinks show as upstream's `nested(message, attributes)`.
 /// It is a child of the current span. Drop it to end the block; call [`mark_failed`] first if
 /// its body failed, so it ends without a `finished` line as upstream's does.
@@ -98,6 +106,7 @@ pub fn run_span(test_name: &str) -> tracing::Span {
         "otel.name" = %format!("nixos-test {test_name}"),
         "test.name" = test_name,
         "test.outcome" = tracing::field::Empty,
+        "ntd.failure.artifacts" = tracing::field::Empty,
         "otel.status_code" = tracing::field::Empty,
         "otel.status_description" = tracing::field::Empty,
     )

@@ -60,6 +60,8 @@ struct Report {
     cases: Vec<Case>,
     /// Open subtests, innermost last (indexes into `cases`).
     open: Vec<usize>,
+    /// The failure artifacts' paths, attached to every failed case.
+    artifacts: Vec<String>,
 }
 
 impl Report {
@@ -95,7 +97,12 @@ impl JunitReport {
     pub fn new() -> Arc<JunitReport> {
         Arc::new(JunitReport {
             started: Instant::now(),
-            report: Mutex::new(Report { suite: Case::new("main"), cases: Vec::new(), open: Vec::new() }),
+            report: Mutex::new(Report {
+                suite: Case::new("main"),
+                cases: Vec::new(),
+                open: Vec::new(),
+                artifacts: Vec::new(),
+            }),
         })
     }
 
@@ -140,11 +147,21 @@ impl JunitReport {
                 continue;
             }
             xml.push_str(&format!("{open}>\n"));
-            if failed {
+            let artifacts = if failed { report.artifacts.as_slice() } else { &[] };
+            if failed && artifacts.is_empty() {
                 xml.push_str("\t\t\t<failure type=\"failure\" message=\"test case failed\"/>\n");
+            } else if failed {
+                // The failure names the files; `[[ATTACHMENT|path]]` lines in the case's output
+                // are how GitLab and Jenkins find a case's attachments.
+                let listing: String = artifacts.iter().map(|path| format!("\n{path}")).collect();
+                xml.push_str(&format!(
+                    "\t\t\t<failure type=\"failure\" message=\"test case failed\">failure artifacts:{}</failure>\n",
+                    escape(&listing)
+                ));
             }
-            if !stdout.is_empty() {
-                xml.push_str(&format!("\t\t\t<system-out>{}</system-out>\n", escape(stdout)));
+            let attachments: String = artifacts.iter().map(|path| format!("[[ATTACHMENT|{path}]]\n")).collect();
+            if !stdout.is_empty() || !attachments.is_empty() {
+                xml.push_str(&format!("\t\t\t<system-out>{}{}</system-out>\n", escape(stdout), escape(&attachments)));
             }
             if !stderr.is_empty() {
                 xml.push_str(&format!("\t\t\t<system-err>{}</system-err>\n", escape(stderr)));
@@ -170,6 +187,10 @@ impl Sink for JunitReport {
 
     fn line(&self, line: &Line<'_>) {
         let mut report = super::lock(&self.report);
+        if line.kind == LineKind::Artifact {
+            report.artifacts.push(line.message.to_owned());
+            return;
+        }
         // Upstream's JUnit logger ignores the machine, except in serial lines.
         let (text, error) = match line.kind {
             LineKind::Log | LineKind::Leveled(LogLevel::Debug | LogLevel::Info | LogLevel::Warning) => {
@@ -177,6 +198,8 @@ impl Sink for JunitReport {
             }
             LineKind::Serial => (line.serial_text(), false),
             LineKind::Leveled(LogLevel::Error) | LineKind::TestError => (line.message.to_owned(), true),
+            // Taken above.
+            LineKind::Artifact => return,
         };
         report.record(&text, error);
     }

@@ -25,6 +25,7 @@ mod golden;
 pub mod junit;
 pub(crate) mod repr;
 pub mod sink;
+pub mod status;
 mod telemetry;
 pub mod terminal;
 #[cfg(test)]
@@ -36,8 +37,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use emit::{
-    block, boot_span, debug, error, info, log, mark_failed, method_span, nested, record_error, run_span, serial,
-    subtest_block, test_error, warning,
+    artifact, block, boot_span, debug, error, info, log, mark_failed, method_span, nested, record_error, run_span,
+    serial, subtest_block, test_error, warning,
 };
 pub use repr::{bytes_repr, str_repr};
 pub use telemetry::{
@@ -60,6 +61,8 @@ pub mod field {
     pub const ATTRS: &str = "ntd.attrs";
     /// The name of a subtest (upstream's `subtest(name)`), on subtest spans only.
     pub const SUBTEST: &str = "ntd.subtest";
+    /// A method call's timeout in seconds (on `ntd.method` spans).
+    pub const TIMEOUT: &str = "timeout_s";
     /// Recorded as `true` on a block whose body failed: it ends without a `finished` line.
     pub const FAILED: &str = "ntd.failed";
     /// Event kind: an unfiltered line.
@@ -70,6 +73,8 @@ pub mod field {
     pub const KIND_SERIAL: &str = "serial";
     /// Event kind: a line of a failed test's report.
     pub const KIND_TEST_ERROR: &str = "test_error";
+    /// Event kind: a file written to explain a failure (the message is its path).
+    pub const KIND_ARTIFACT: &str = "artifact";
 }
 
 /// Upstream's `LogLevel`: which leveled lines are shown.

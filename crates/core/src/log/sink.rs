@@ -34,6 +34,9 @@ pub enum LineKind {
     Serial,
     /// Upstream's `log_test_error`: a line of a failed test's report.
     TestError,
+    /// A file the run wrote to explain its failure (ntd's failure artifacts); the message is
+    /// its path. Always shown.
+    Artifact,
 }
 
 /// A line for a sink to write.
@@ -66,6 +69,9 @@ pub struct Block {
     pub attributes: Vec<(String, String)>,
     /// The subtest's name, if the block is a subtest.
     pub subtest: Option<String>,
+    /// The time limit of what the block waits for: the timeout of the machine method call it
+    /// belongs to, if that has one (for the terminal's status line).
+    pub limit: Option<Duration>,
 }
 
 /// How a block ended.
@@ -135,6 +141,11 @@ impl<K: Sink> SinkLayer<K> {
     pub fn new(sink: K) -> SinkLayer<K> {
         SinkLayer { sink }
     }
+
+    /// The sink.
+    pub fn sink(&self) -> &K {
+        &self.sink
+    }
 }
 
 /// What the layer keeps in an open block's span extensions. Extensions are keyed by type, so it
@@ -144,6 +155,13 @@ struct OpenBlock<K: Sink> {
     start: Instant,
     failed: bool,
     state: K::BlockState,
+}
+
+/// A method call's timeout, kept in its span's extensions (one per sink, as [`OpenBlock`]) for
+/// the blocks opened inside it.
+struct Limit<K> {
+    limit: Duration,
+    sink: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<S, K> Layer<S> for SinkLayer<K>
@@ -158,7 +176,10 @@ where
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         let failed = fields.failed;
-        let Some(block) = fields.into_block(attrs.metadata().name()) else { return };
+        let Some(mut block) = fields.into_block(attrs.metadata().name()) else { return };
+        block.limit = ctx.span_scope(id).and_then(|scope| {
+            scope.into_iter().find_map(|span| span.extensions().get::<Limit<K>>().map(|limit| limit.limit))
+        });
         let state = self.sink.block_opened(&block);
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(OpenBlock::<K> { block, start: Instant::now(), failed, state });
@@ -168,6 +189,15 @@ where
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let mut fields = Fields::default();
         values.record(&mut fields);
+        if let Some(limit) = fields.limit
+            && let Some(span) = ctx.span(id)
+        {
+            let mut extensions = span.extensions_mut();
+            match extensions.get_mut::<Limit<K>>() {
+                Some(kept) => kept.limit = limit,
+                None => extensions.insert(Limit::<K> { limit, sink: std::marker::PhantomData }),
+            }
+        }
         if fields.failed
             && let Some(span) = ctx.span(id)
             && let Some(open) = span.extensions_mut().get_mut::<OpenBlock<K>>()
@@ -206,7 +236,7 @@ fn shown(kind: LineKind) -> bool {
         // Errors always pass: no level is above theirs.
         LineKind::Leveled(level) => level >= super::level(),
         LineKind::Serial => super::print_serial(),
-        LineKind::Log | LineKind::TestError => true,
+        LineKind::Log | LineKind::TestError | LineKind::Artifact => true,
     }
 }
 
@@ -220,6 +250,8 @@ struct Fields {
     subtest: Option<String>,
     attrs: Option<String>,
     failed: bool,
+    /// A method call's `timeout_s`.
+    limit: Option<Duration>,
 }
 
 impl tracing::field::Visit for Fields {
@@ -242,6 +274,12 @@ impl tracing::field::Visit for Fields {
         }
     }
 
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        if field.name() == field::TIMEOUT {
+            self.limit = Duration::try_from_secs_f64(value).ok();
+        }
+    }
+
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
         // `message` arrives as fmt::Arguments, whose Debug is its Display.
         self.record_str(field, &format!("{value:?}"));
@@ -256,6 +294,7 @@ impl Fields {
             Some(field::KIND_LOG) => LineKind::Log,
             Some(field::KIND_SERIAL) => LineKind::Serial,
             Some(field::KIND_TEST_ERROR) => LineKind::TestError,
+            Some(field::KIND_ARTIFACT) => LineKind::Artifact,
             _ => LineKind::Leveled(match *level {
                 tracing::Level::ERROR => LogLevel::Error,
                 tracing::Level::WARN => LogLevel::Warning,
@@ -271,7 +310,13 @@ impl Fields {
     fn into_block(self, span: &str) -> Option<Block> {
         let message = self.block?;
         let subtest = (span == span_name::SUBTEST).then(|| self.subtest.unwrap_or_else(|| "subtest".to_owned()));
-        Some(Block { message, machine: self.machine, attributes: parse_attributes(self.attrs.as_deref()), subtest })
+        Some(Block {
+            message,
+            machine: self.machine,
+            attributes: parse_attributes(self.attrs.as_deref()),
+            subtest,
+            limit: None,
+        })
     }
 }
 

@@ -77,8 +77,12 @@ impl Sink for XmlLog {
 
     fn line(&self, line: &Line<'_>) {
         let machine = line.machine.map(|machine| ("machine", machine));
-        let serial = (line.kind == LineKind::Serial).then_some(("type", "serial"));
-        let attrs = attributes(machine.into_iter().chain(serial));
+        let kind = match line.kind {
+            LineKind::Serial => Some(("type", "serial")),
+            LineKind::Artifact => Some(("type", "artifact")),
+            _ => None,
+        };
+        let attrs = attributes(machine.into_iter().chain(kind));
         self.write(&format!("<line{attrs}>{}</line>", escape(line.message)));
     }
 

@@ -17,6 +17,12 @@ impl Machine {
         self.inner.backend.execute(command, options).await
     }
 
+    /// `execute` without running the callbacks first: for the driver's own commands after the
+    /// test has ended (the failure artifacts' journal), which a failing condition must not stop.
+    pub async fn execute_without_callbacks(&self, command: &str, options: ExecuteOptions) -> Result<(i32, Vec<u8>)> {
+        self.inner.backend.execute(command, options).await
+    }
+
     /// Upstream's `succeed(*commands, timeout=None)`: run each command, fail on a non-zero
     /// status, return the concatenated output.
     pub async fn succeed(&self, commands: &[String], timeout: Option<Duration>) -> Result<Vec<u8>> {
@@ -39,9 +45,9 @@ impl Machine {
                     Ok(out)
                 } else if must_succeed {
                     self.log(&format!("output: {}", String::from_utf8_lossy(&out)));
-                    Err(Error::CommandFailed { command: command.clone(), status })
+                    Err(Error::CommandFailed { command: command.clone(), status, output: out })
                 } else {
-                    Err(Error::CommandSucceeded { command: command.clone() })
+                    Err(Error::CommandSucceeded { command: command.clone(), output: out })
                 }
             })
             .await?;

@@ -171,12 +171,16 @@ pub enum Error {
         command: String,
         /// Its exit status.
         status: i32,
+        /// What it printed (for the failure artifacts; upstream's message leaves it out).
+        output: Vec<u8>,
     },
     /// `fail` saw a zero exit status (upstream's message, word for word).
     #[error("command `{command}` unexpectedly succeeded")]
     CommandSucceeded {
         /// The command.
         command: String,
+        /// What it printed (for the failure artifacts).
+        output: Vec<u8>,
     },
     /// A retried wait ran out of time.
     #[error(transparent)]

@@ -377,7 +377,11 @@ impl BaseMachine {
     /// Wait until a unit is active; raise if it fails or is inactive with nothing pending.
     #[pyo3(signature = (unit, user=None, timeout=DEFAULT_TIMEOUT))]
     fn wait_for_unit(&self, py: Python<'_>, unit: &str, user: Option<&str>, timeout: PyDuration) -> PyResult<()> {
-        self.call(py, Traced::new("wait_for_unit").argument(unit), self.core()?.wait_for_unit(unit, user, timeout.0))
+        self.call(
+            py,
+            Traced::new("wait_for_unit").argument(unit).timeout(Some(timeout.0)),
+            self.core()?.wait_for_unit(unit, user, timeout.0),
+        )
     }
 
     /// The old name of `wait_for_unit` (deprecated upstream long ago; older nixpkgs scripts
@@ -393,7 +397,7 @@ impl BaseMachine {
     fn wait_for_unit_active_state(&self, py: Python<'_>, unit: &str, state: &str, timeout: PyDuration) -> PyResult<()> {
         self.call(
             py,
-            Traced::new("wait_for_unit_active_state").argument(unit),
+            Traced::new("wait_for_unit_active_state").argument(unit).timeout(Some(timeout.0)),
             self.core()?.wait_for_unit_active_state(unit, state, timeout.0),
         )
     }
@@ -403,7 +407,11 @@ impl BaseMachine {
     /// Wait until a file exists in the guest.
     #[pyo3(signature = (filename, timeout=DEFAULT_TIMEOUT))]
     fn wait_for_file(&self, py: Python<'_>, filename: &str, timeout: PyDuration) -> PyResult<()> {
-        self.call(py, Traced::new("wait_for_file").argument(filename), self.core()?.wait_for_file(filename, timeout.0))
+        self.call(
+            py,
+            Traced::new("wait_for_file").argument(filename).timeout(Some(timeout.0)),
+            self.core()?.wait_for_file(filename, timeout.0),
+        )
     }
 
     /// Wait until something listens on a TCP port.
@@ -411,7 +419,7 @@ impl BaseMachine {
     fn wait_for_open_port(&self, py: Python<'_>, port: u16, addr: &str, timeout: PyDuration) -> PyResult<()> {
         self.call(
             py,
-            Traced::new("wait_for_open_port").argument(format_args!("{addr}:{port}")),
+            Traced::new("wait_for_open_port").argument(format_args!("{addr}:{port}")).timeout(Some(timeout.0)),
             self.core()?.wait_for_open_port(port, addr, timeout.0),
         )
     }
@@ -421,7 +429,7 @@ impl BaseMachine {
     fn wait_for_closed_port(&self, py: Python<'_>, port: u16, addr: &str, timeout: PyDuration) -> PyResult<()> {
         self.call(
             py,
-            Traced::new("wait_for_closed_port").argument(format_args!("{addr}:{port}")),
+            Traced::new("wait_for_closed_port").argument(format_args!("{addr}:{port}")).timeout(Some(timeout.0)),
             self.core()?.wait_for_closed_port(port, addr, timeout.0),
         )
     }
@@ -437,7 +445,7 @@ impl BaseMachine {
     ) -> PyResult<()> {
         self.call(
             py,
-            Traced::new("wait_for_open_unix_socket").argument(addr),
+            Traced::new("wait_for_open_unix_socket").argument(addr).timeout(Some(timeout.0)),
             self.core()?.wait_for_open_unix_socket(addr, is_datagram, timeout.0),
         )
     }

@@ -379,7 +379,7 @@ impl QemuMachine {
     /// Wait until the X server is up.
     #[pyo3(signature = (timeout=DEFAULT_TIMEOUT))]
     fn wait_for_x(&self, py: Python<'_>, timeout: PyDuration) -> PyResult<()> {
-        self.call(py, Traced::new("wait_for_x"), self.qemu()?.wait_for_x(timeout.0))
+        self.call(py, Traced::new("wait_for_x").timeout(Some(timeout.0)), self.qemu()?.wait_for_x(timeout.0))
     }
 
     /// The names of the X windows.

@@ -66,6 +66,7 @@ impl<'a> Traced<'a> {
         let result = span.in_scope(|| body(&span));
         if let Err(error) = &result {
             log::record_error(&span, &error.to_string());
+            Python::attach(|py| crate::errors::annotate_machine(py, error, machine));
         }
         result
     }

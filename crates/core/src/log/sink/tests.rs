@@ -62,12 +62,14 @@ fn a_sink_sees_upstreams_calls_and_nothing_else() {
         machine: Some("m".to_owned()),
         attributes: vec![("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())],
         subtest: None,
+        limit: None,
     };
     let subtest = Block {
         message: "subtest: one".to_owned(),
         machine: None,
         attributes: Vec::new(),
         subtest: Some("one".to_owned()),
+        limit: None,
     };
     assert_eq!(
         calls,
