@@ -54,6 +54,9 @@ try:
     raise Exception("succeed did not raise")
 except AssertionError as e:
     assert isinstance(e, RequestedAssertionFailed), type(e)
+    # What failed, for the failure artifacts should it end the test.
+    failed = (e.ntd_failure, e.ntd_machine, e.ntd_command, e.ntd_output)  # type: ignore[attr-defined]
+    assert failed == ("command-failed", "alpha", "false", b""), failed
 print("upstream's module paths hold")
 "#;
 

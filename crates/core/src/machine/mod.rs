@@ -21,6 +21,7 @@ pub mod nspawn;
 pub mod qemu;
 pub mod quote;
 mod systemd;
+mod unit_events;
 mod waits;
 
 use std::path::{Path, PathBuf};

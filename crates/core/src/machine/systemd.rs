@@ -1,18 +1,19 @@
 //! The systemd helpers: `systemctl`, unit properties, and waiting for units.
 //!
 //! `wait_for_unit` keeps upstream's rules (active: done; failed: error at once; inactive with
-//! no job queued: error at once; anything else: keep waiting) but runs its loop inside the
-//! guest, pausing 0.1 s between the first twenty checks, 0.25 s between the next thirty-two,
-//! then 0.5 s. Each `systemctl show` costs a TCG vCPU about 60 ms, so the pace slows as the
-//! wait grows: a unit that comes up soon is seen within ~0.1 s, and a long wait costs the
-//! guest about what upstream's once-a-second polling from the host does. (Waking on the
-//! journal instead was measured at 0.3–0.6 s behind: journald batches its change
-//! notifications.)
+//! no job queued: error at once; anything else: keep waiting) but runs inside the guest: one
+//! check with `systemctl show`, then the unit's state changes as systemd signals them
+//! ([`super::unit_events`]), each `failed` or `inactive` checked again with the same rules.
+//! Where the guest cannot follow the signals, the loop polls instead, pausing 0.1 s between
+//! the first twenty checks, 0.25 s between the next thirty-two, then 0.5 s: each `systemctl
+//! show` costs a TCG vCPU about 60 ms, so the pace slows as the wait grows, and a long wait
+//! costs the guest about what upstream's once-a-second polling from the host does.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::quote::shell_quote;
+use super::unit_events;
 use super::waits::{GuestWait, NAP};
 use super::{Error, ExecuteOptions, Machine, Result};
 use crate::log;
@@ -22,35 +23,56 @@ const UNIT_FAILED: i32 = 3;
 const UNIT_INACTIVE: i32 = 4;
 const SHOW_FAILED: i32 = 5;
 
-/// The in-guest loop waiting for `unit`'s `ActiveState`. With `target` it waits for that
-/// state and nothing else ends it early; without, it follows `wait_for_unit`'s rules.
+/// The in-guest wait for `unit`'s `ActiveState`. With `target` it waits for that state and
+/// nothing else ends it early; without, it follows `wait_for_unit`'s rules. It checks once,
+/// then follows the unit through systemd's signals where the guest can
+/// ([`super::unit_events`]), else polls with `systemctl`.
 fn unit_wait_script(unit: &str, target: Option<&str>) -> String {
-    let decide = match target {
-        Some(state) => format!("  [ \"$s\" = {} ] && exit 0\n", shell_quote(state)),
-        None => format!(
-            "  case $s in\n\
-             \x20   active) exit 0 ;;\n\
-             \x20   failed) exit {UNIT_FAILED} ;;\n\
-             \x20   inactive)\n\
-             \x20     if systemctl list-jobs --full 2>&1 | grep -q 'No jobs'; then\n\
-             \x20       out=$(systemctl --no-pager show \"$u\") || {{ echo $?; exit {SHOW_FAILED}; }}\n\
-             \x20       case \"$out\" in ActiveState=inactive*|*\"\n\
-             ActiveState=inactive\"*) exit {UNIT_INACTIVE} ;; esac\n\
-             \x20     fi ;;\n\
-             \x20 esac\n"
+    let (decide, on_state) = match target {
+        Some(state) => {
+            let state = shell_quote(state);
+            (format!("  [ \"$s\" = {state} ] && exit 0\n"), format!("    [ \"$st\" = {state} ] && exit 0\n"))
+        }
+        None => (
+            format!(
+                "  case $s in\n\
+                 \x20   active) exit 0 ;;\n\
+                 \x20   failed) exit {UNIT_FAILED} ;;\n\
+                 \x20   inactive)\n\
+                 \x20     if systemctl list-jobs --full 2>&1 | grep -q 'No jobs'; then\n\
+                 \x20       out=$(systemctl --no-pager show \"$u\") || {{ echo $?; exit {SHOW_FAILED}; }}\n\
+                 \x20       case \"$out\" in ActiveState=inactive*|*\"\n\
+                 ActiveState=inactive\"*) exit {UNIT_INACTIVE} ;; esac\n\
+                 \x20     fi ;;\n\
+                 \x20 esac\n"
+            ),
+            "    case $st in active) exit 0 ;; failed|inactive) check ;; esac\n".to_owned(),
         ),
     };
+    let follow = shell_quote(&unit_events::follow_script(&on_state));
     format!(
         "set +eu +o pipefail\n\
          u={unit}\n\
          {NAP}\
+         check() {{\n\
+         \x20 out=$(systemctl --no-pager show \"$u\" --property=Id,ActiveState) || {{ echo $?; exit {SHOW_FAILED}; }}\n\
+         \x20 case $out in Id=*) id=${{out#Id=}} ;; *\"\nId=\"*) id=${{out#*\"\nId=\"}} ;; esac\n\
+         \x20 id=${{id%%\"\n\"*}}\n\
+         \x20 s=${{out#*ActiveState=}}\n\
+         \x20 s=${{s%%\"\n\"*}}\n\
+         {decide}\
+         }}\n\
+         check\n\
+         if [ -n \"${{BASH_VERSION:-}}\" ] && command -v systemd-stdio-bridge >/dev/null 2>&1; then\n\
+         \x20 __ntd_follow() {{ eval {follow}; }}\n\
+         \x20 __ntd_follow\n\
+         \x20 kill \"${{__ntd_bus_PID:-}}\" 2>/dev/null\n\
+         fi\n\
          n=0\n\
          while :; do\n\
-         \x20 out=$(systemctl --no-pager show \"$u\" --property=ActiveState) || {{ echo $?; exit {SHOW_FAILED}; }}\n\
-         \x20 s=${{out#ActiveState=}}\n\
-         {decide}\
          \x20 n=$((n+1))\n\
          \x20 if [ $n -le 20 ]; then nap 0.1; elif [ $n -le 52 ]; then nap 0.25; else nap 0.5; fi\n\
+         \x20 check\n\
          done\n",
         unit = shell_quote(unit),
     )
@@ -237,6 +259,119 @@ fn property_failed(unit: &str, property: &str, user: Option<&str>, status: i32) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guest where a fake `systemd-stdio-bridge` plays the bus and a fake `systemctl` says
+    /// the unit is `activating`, for ever: the wait can only end through the bus.
+    struct FakeGuest {
+        dir: tempfile::TempDir,
+    }
+
+    impl FakeGuest {
+        fn new(state: &str) -> FakeGuest {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let d = dir.path().display();
+            let write = |name: &str, text: &str| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, text).expect("write");
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+            };
+            write("state", state);
+            write(
+                "systemctl",
+                &format!(
+                    "#!/bin/sh\ncase \"$*\" in *list-jobs*) echo 'No jobs running.' ;; \
+                     *) printf 'Id=x.service\\nActiveState=%s\\n' \"$(cat {d}/state)\" ;; esac\n"
+                ),
+            );
+            // It answers the barrier once it has read the client's messages, then a moment
+            // later changes the state to `state-then` and sends the signals in `signals`, if
+            // there are.
+            write(
+                "systemd-stdio-bridge",
+                &format!(
+                    "#!/bin/bash\nhead -c \"$(stat -c %s {d}/expected)\" > {d}/received\n\
+                     printf 'OK 0123456789abcdef0123456789abcdef\\r\\n'; cat {d}/barrier\n\
+                     sleep 0.3; [ -e {d}/state-then ] && cp {d}/state-then {d}/state\n\
+                     [ -e {d}/signals ] && cat {d}/signals\nexec cat >/dev/null\n"
+                ),
+            );
+            FakeGuest { dir }
+        }
+
+        /// Run the wait script in bash with the fakes first on PATH; its exit status.
+        fn wait(&self, script: &str, expected_length: usize, signals: &[u8]) -> i32 {
+            let path = self.dir.path();
+            std::fs::write(path.join("expected"), vec![0u8; expected_length]).expect("write");
+            let mut barrier = b"l\x03\x01\x01org.freedesktop.DBus.Error.UnknownMethod".to_vec();
+            barrier.extend_from_slice(b"\0\0\0");
+            std::fs::write(path.join("barrier"), barrier).expect("write");
+            if !signals.is_empty() {
+                std::fs::write(path.join("signals"), signals).expect("write");
+            }
+            let search = format!("{}:{}", path.display(), std::env::var("PATH").unwrap_or_default());
+            let mut child =
+                std::process::Command::new("bash").arg("-c").arg(script).env("PATH", search).spawn().expect("bash");
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    return status.code().unwrap_or(-1);
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return -1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        fn received(&self) -> Vec<u8> {
+            std::fs::read(self.dir.path().join("received")).expect("what the bridge read")
+        }
+    }
+
+    /// The length of what the wait writes to the bus for `x.service`.
+    fn bytes_sent_for_x() -> usize {
+        let script = unit_events::follow_script("");
+        let rule = "type='signal',sender='org.freedesktop.systemd1',path='/org/freedesktop/systemd1/unit/x_2eservice',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',arg0='org.freedesktop.systemd1.Unit'";
+        // Every `\\xHH` in the script is one byte; the two lengths and the rule come on top.
+        script.matches("\\\\x").count() - 8 + 8 + rule.len() + 1
+    }
+
+    #[test]
+    fn a_unit_turning_active_ends_the_wait_through_the_bus() {
+        let guest = FakeGuest::new("activating");
+        let signal = unit_events::active_state_signal("/org/freedesktop/systemd1/unit/x_2eservice", "active");
+        let status = guest.wait(&unit_wait_script("x.service", None), bytes_sent_for_x(), &signal);
+        assert_eq!(status, 0, "systemctl says activating for ever: only the signal can end the wait");
+        let received = guest.received();
+        let text = String::from_utf8_lossy(&received);
+        assert!(received.starts_with(b"\0AUTH EXTERNAL 30\r\nBEGIN\r\nl\x01\x00\x01"), "{text:?}");
+        for needle in
+            ["Hello", "AddMatch", "path='/org/freedesktop/systemd1/unit/x_2eservice'", "Subscribe", "NtdSubscribed"]
+        {
+            assert!(text.contains(needle), "{needle} in {text:?}");
+        }
+        // AddMatch's body length and the rule's length, put together in the guest.
+        let rule_at = memchr::memmem::find(&received, b"type='signal'").expect("the rule");
+        let rule_length = u32::from_le_bytes(received[rule_at - 4..rule_at].try_into().expect("four bytes")) as usize;
+        assert_eq!(&received[rule_at + rule_length..rule_at + rule_length + 1], b"\0");
+        assert!(received[rule_at..rule_at + rule_length].ends_with(b"arg0='org.freedesktop.systemd1.Unit'"));
+    }
+
+    #[test]
+    fn a_failed_signal_is_checked_with_upstreams_rules_and_a_target_state_ends_its_wait() {
+        // `failed` in a signal: the check (systemctl now says failed) decides.
+        let guest = FakeGuest::new("activating");
+        std::fs::write(guest.dir.path().join("state-then"), "failed").expect("write");
+        let signal = unit_events::active_state_signal("/org/freedesktop/systemd1/unit/x_2eservice", "failed");
+        assert_eq!(guest.wait(&unit_wait_script("x.service", None), bytes_sent_for_x(), &signal), UNIT_FAILED);
+
+        // wait_for_unit_active_state: the signal's state is the one waited for.
+        let guest = FakeGuest::new("activating");
+        let signal = unit_events::active_state_signal("/org/freedesktop/systemd1/unit/x_2eservice", "deactivating");
+        assert_eq!(guest.wait(&unit_wait_script("x.service", Some("deactivating")), bytes_sent_for_x(), &signal), 0);
+    }
 
     /// The scripts must parse in the shells guests have (bash, busybox ash).
     #[test]
