@@ -45,21 +45,25 @@ fn a_failed_succeed_shows_only_the_scripts_frames() {
     assert!(!run.stderr.contains("(finished: subtest: the guest is fine"), "{}", run.stderr);
     assert!(!run.stderr.contains("echo never reached"), "{}", run.stderr);
     assert!(!run.stderr.contains("test script finished"), "{}", run.stderr);
-    // The failure artifacts: the fake's screen and console, and the command's exact output
-    // (the fake has no journalctl, which the log says).
+    // The failure artifacts: the fake's screen, console and journal, and the command's exact
+    // output.
     let out = scenario.out_dir();
     let mut written: Vec<String> =
         std::fs::read_dir(&out).expect("out").map(|e| e.expect("entry").file_name().to_string_lossy().into()).collect();
     written.sort();
     assert_eq!(
         written,
-        ["alpha-command-failed-console.txt", "alpha-command-failed-output.txt", "alpha-command-failed-screen.png"],
+        [
+            "alpha-command-failed-console.txt",
+            "alpha-command-failed-journal.txt",
+            "alpha-command-failed-output.txt",
+            "alpha-command-failed-screen.png"
+        ],
         "{}",
         run.stderr
     );
     assert_eq!(std::fs::read(out.join("alpha-command-failed-output.txt")).expect("output"), b"some output\n");
-    run.assert_stderr_contains("alpha: no journal for the failure artifacts: journalctl exited with 127");
-    run.assert_stderr_contains(&format!("the failure left 3 file(s) in {}:", out.display()));
+    run.assert_stderr_contains(&format!("the failure left 4 file(s) in {}:", out.display()));
 }
 
 #[test]

@@ -25,6 +25,7 @@ fn host_ssh_proxies_vsock_mux() -> bool {
 
 /// What each VM's QEMU was started with, and what the script asserts of the backdoor.
 const BACKDOOR_SCRIPT: &str = r#"
+import time
 from pathlib import Path
 
 start_all()
@@ -36,7 +37,11 @@ assert [device.sockets[n].cid for n in ("client", "server")] == [3, 4], device.s
 for m in machines:
     pair = device.sockets[m.name]
     assert m.vsock_host == pair.host and m.vsock_guest == pair.guest, (m.vsock_host, pair)
-    # The guest socket is gone while its QEMU is connected; the host socket stays.
+    # The guest socket is gone while its QEMU is connected (QEMU connects as it starts, which
+    # start_all() does not wait for); the host socket stays.
+    deadline = time.monotonic() + 10
+    while pair.guest.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert pair.host.is_socket() and not pair.guest.exists(), pair
     assert pair.host.parent == device.temp_dir and device.temp_dir.name == device.temp_dir.name.lower()
     assert m.ssh_backdoor_command() == f"ssh -o User=root vsock-mux/{pair.host}", m.ssh_backdoor_command()
