@@ -442,27 +442,35 @@ class Driver:
         """The test failed with `error`: write each running machine's screen, console, journal
         tail and, for a failed command, its output into the output directory (only if the
         driver was made with `failure_artifacts`; `nixos-test-driver` is, with `-o`). Returns
-        `(machine, what, path)` for each file written."""
+        `(machine, what, path)` for each file written. Never raises: the test's own error is
+        what the report is about."""
         if self.native is None:
             return []
-        # What ntd raised says what failed; an exception raised `from` it counts as it.
+        # What ntd raised says what failed; an exception raised `from` it counts as it (not one
+        # raised while handling it: that is a failure of its own).
         cause: "BaseException | None" = error
         for _ in range(100):  # a chain is finite, but a hand-made one could loop
             if cause is None or hasattr(cause, "ntd_failure"):
                 break
-            cause = cause.__cause__ or cause.__context__
+            cause = cause.__cause__
+        else:
+            cause = None
         if cause is not None:
-            kind = str(getattr(cause, "ntd_failure"))
+            kind = str(getattr(cause, "ntd_failure", "error"))
         elif isinstance(error, AssertionError):
             kind = "assertion-failed"
         else:
             kind = "error"
-        return self.native.collect_failure_artifacts(
-            kind,
-            machine=getattr(cause, "ntd_machine", None),
-            command=getattr(cause, "ntd_command", None),
-            output=getattr(cause, "ntd_output", None),
-        )
+        try:
+            return self.native.collect_failure_artifacts(
+                kind,
+                machine=getattr(cause, "ntd_machine", None),
+                command=getattr(cause, "ntd_command", None),
+                output=getattr(cause, "ntd_output", None),
+            )
+        except Exception as e:
+            self.logger.error(f"cannot write the failure artifacts: {e}")
+            return []
 
     def run_tests(self) -> None:
         """Run the test script (for non-interactive runs), then `sync` every machine that is up."""

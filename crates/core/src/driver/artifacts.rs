@@ -9,7 +9,8 @@
 //! - `screen.png`: its screen (QEMU machines);
 //! - `console.txt`: everything its console printed during the run;
 //! - `journal.txt`: the tail of its journal, when the guest still answers (bounded in time:
-//!   a hung guest gives none, and the log says so);
+//!   a hung guest, or a shell a command of the test still holds, gives none, and the log says
+//!   so);
 //!
 //! and the machine whose command failed gets `output.txt`: that command's stdout, byte for byte.
 //! Each file is logged as a failure artifact ([`crate::log::artifact`]), which puts it in the
@@ -31,6 +32,10 @@ use crate::machine::{self, ExecuteOptions, Machine};
 /// How long the guest gets to print its journal (the whole `execute`, waiting for a shell
 /// another command still holds included).
 const JOURNAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The same at the global timeout, when the script's own command most likely still holds the
+/// shell (it is killed only after the artifacts are taken): a short try, not a long wait.
+const JOURNAL_TIMEOUT_AT_GLOBAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a screenshot may take (QEMU normally answers in milliseconds).
 const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -235,7 +240,9 @@ async fn machine_artifacts(machine: &Machine, failure: &Failure, out_dir: &Path)
             }
         }
     };
-    let (screen, journal) = tokio::join!(screen, journal_tail(machine));
+    let journal_timeout =
+        if failure.kind == FailureKind::GlobalTimeout { JOURNAL_TIMEOUT_AT_GLOBAL_TIMEOUT } else { JOURNAL_TIMEOUT };
+    let (screen, journal) = tokio::join!(screen, journal_tail(machine, journal_timeout));
     let mut artifacts: Vec<Artifact> = screen.into_iter().collect();
     let mut console = machine.console_log();
     if !console.is_empty() {
@@ -253,14 +260,14 @@ async fn machine_artifacts(machine: &Machine, failure: &Failure, out_dir: &Path)
 
 /// The tail of the machine's journal, if the guest answers in time. The callbacks (polling
 /// conditions) are not run: the test is over, and a failing one must not hide the journal.
-async fn journal_tail(machine: &Machine) -> Option<Vec<u8>> {
+async fn journal_tail(machine: &Machine, timeout: Duration) -> Option<Vec<u8>> {
     if !machine.is_connected() {
         machine.log("no journal for the failure artifacts: the machine's shell is not connected");
         return None;
     }
     let command = format!("journalctl --no-pager --boot --lines={JOURNAL_LINES} -o short-monotonic 2>&1");
-    let options = ExecuteOptions { timeout: Some(JOURNAL_TIMEOUT), ..ExecuteOptions::default() };
-    match tokio::time::timeout(JOURNAL_TIMEOUT, machine.execute_without_callbacks(&command, options)).await {
+    let options = ExecuteOptions { timeout: Some(timeout), ..ExecuteOptions::default() };
+    match tokio::time::timeout(timeout, machine.execute_without_callbacks(&command, options)).await {
         Ok(Ok((0, output))) => Some(output),
         Ok(Ok((status, output))) => {
             let said = String::from_utf8_lossy(&output);
@@ -276,8 +283,9 @@ async fn journal_tail(machine: &Machine) -> Option<Vec<u8>> {
         }
         Err(_) => {
             machine.log(&format!(
-                "no journal for the failure artifacts: the guest did not answer in {} seconds",
-                JOURNAL_TIMEOUT.as_secs()
+                "no journal for the failure artifacts: no answer in {} seconds (the guest is hung, or a command of \
+                 the test still holds its shell)",
+                timeout.as_secs()
             ));
             None
         }

@@ -101,6 +101,9 @@ pub struct StopHooks {
 pub(super) struct Watchdog {
     /// The first reason the run was stopped for.
     reason: watch::Sender<Option<Stop>>,
+    /// Set when the script is interrupted for it (the global timeout records its reason
+    /// first, takes the failure artifacts, kills, and only then interrupts).
+    interrupted: watch::Sender<bool>,
     /// Set when the run is over: every task of the watchdog ends.
     finished: watch::Sender<bool>,
     hooks: OnceLock<StopHooks>,
@@ -111,6 +114,7 @@ impl Default for Watchdog {
     fn default() -> Self {
         Watchdog {
             reason: watch::Sender::new(None),
+            interrupted: watch::Sender::new(false),
             finished: watch::Sender::new(false),
             hooks: OnceLock::new(),
             timer_armed: AtomicBool::new(false),
@@ -160,17 +164,32 @@ impl Driver {
     /// Stop the run for `stop`: record it (the first reason wins) and interrupt the script.
     /// Returns whether this was the first reason.
     pub fn stop(&self, stop: Stop) -> bool {
-        let first = self.inner.watchdog.reason.send_if_modified(|reason| {
+        let first = self.record_stop(&stop);
+        if first {
+            self.interrupt(&stop);
+        }
+        first
+    }
+
+    /// Record why the run is stopped (the first reason wins), without interrupting the script
+    /// yet: a script that ends from here on ends as stopped. Returns whether this was the first
+    /// reason.
+    fn record_stop(&self, stop: &Stop) -> bool {
+        self.inner.watchdog.reason.send_if_modified(|reason| {
             if reason.is_some() {
                 return false;
             }
             *reason = Some(stop.clone());
             true
-        });
-        if first && let Some(hooks) = self.inner.watchdog.hooks.get() {
-            (hooks.interrupt)(&stop);
+        })
+    }
+
+    /// Interrupt the test script through the program's hook.
+    fn interrupt(&self, stop: &Stop) {
+        self.inner.watchdog.interrupted.send_replace(true);
+        if let Some(hooks) = self.inner.watchdog.hooks.get() {
+            (hooks.interrupt)(stop);
         }
-        first
     }
 
     /// The script did not stop: clean up under it (kill every machine and switch, remove the
@@ -199,6 +218,10 @@ impl Driver {
                 _ = tokio::time::sleep(timeout) => {}
                 _ = driver.finished() => return,
             }
+            // Recorded first: a script that ends while the artifacts are taken has still run
+            // out of time.
+            let stop = Stop::GlobalTimeout(timeout);
+            let first = driver.record_stop(&stop);
             {
                 let block = log::block(None, "timeout reached; test terminating...", &[]);
                 // What the machines show now is what explains the timeout: keep it (when
@@ -209,7 +232,9 @@ impl Driver {
                 let _block = block.entered();
                 driver.kill_now();
             }
-            driver.stop(Stop::GlobalTimeout(timeout));
+            if first {
+                driver.interrupt(&stop);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(driver.inner.stop_grace) => driver.abandon().await,
                 _ = driver.finished() => {}
@@ -292,18 +317,22 @@ impl Driver {
     }
 
     /// Run `script` under the run's policy, for a Rust program: the global timeout is armed,
-    /// and the script is dropped (cancelled) as soon as the run is stopped, whose reason is
-    /// then the error. The run is finished when this returns; clean up with
+    /// and the script is dropped (cancelled) as soon as it is interrupted; a run that was
+    /// stopped has its reason as the error. The run is finished when this returns; clean up with
     /// [`Driver::cleanup`].
     pub async fn run<F: Future>(&self, script: F) -> Result<F::Output, Stop> {
         self.arm_global_timeout();
-        let mut reason = self.inner.watchdog.reason.subscribe();
+        let mut interrupted = self.inner.watchdog.interrupted.subscribe();
         let result = tokio::select! {
-            output = script => Ok(output),
-            stopped = reason.wait_for(Option::is_some) => match stopped {
-                Ok(stop) => Err(stop.clone().unwrap_or(Stop::GlobalTimeout(self.global_timeout()))),
-                Err(_) => Err(Stop::GlobalTimeout(self.global_timeout())),
+            // A script that ends after the global timeout fired (while the failure artifacts
+            // are taken) has still run out of time.
+            output = script => match self.stop_reason() {
+                Some(stop) => Err(stop),
+                None => Ok(output),
             },
+            _ = interrupted.wait_for(|interrupted| *interrupted) => {
+                Err(self.stop_reason().unwrap_or(Stop::GlobalTimeout(self.global_timeout())))
+            }
         };
         self.finish();
         result

@@ -55,7 +55,7 @@ impl Status {
         self.open.push(Activity {
             id,
             machine: block.machine.clone(),
-            what: block.message.clone(),
+            what: one_line(&block.message),
             subtest: block.subtest.clone(),
             started: now,
             limit: block.limit,
@@ -126,6 +126,18 @@ impl Status {
     }
 }
 
+/// `text` fit for one terminal line: its first line (`…` where more follow), control
+/// characters as spaces (a multi-line `succeed("""…""")` must not break the line in two).
+fn one_line(text: &str) -> String {
+    let mut lines = text.trim().lines();
+    let first = lines.next().unwrap_or_default().trim_end();
+    let mut line: String = first.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if lines.next().is_some() {
+        line.push_str(" …");
+    }
+    line
+}
+
 /// At most `width` characters of `text`, `…` marking a cut.
 fn truncate(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -193,6 +205,17 @@ mod tests {
         let short = status.text(t0 + Duration::from_secs(12), 30).expect("client still shown");
         assert_eq!(short.chars().count(), 30);
         assert!(short.ends_with('…'), "{short}");
+    }
+
+    #[test]
+    fn a_multi_line_command_is_shown_on_one_line() {
+        let t0 = Instant::now();
+        let mut status = Status::default();
+        status.open(&block(Some("m"), "must succeed: \n  set -x\n  curl\x1b[31m x\n", None), t0);
+        assert_eq!(status.text(t0 + Duration::from_secs(2), 200).as_deref(), Some("m: must succeed: … (2 s)"));
+        status.open(&block(Some("n"), "waiting for\tx\x1b[0m", None), t0);
+        let text = status.text(t0 + Duration::from_secs(2), 200).expect("shown");
+        assert!(!text.chars().any(char::is_control), "{text:?}");
     }
 
     #[test]

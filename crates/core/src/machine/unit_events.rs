@@ -149,7 +149,7 @@ pub(crate) fn follow_script(on_state: &str) -> String {
     let mut end = call(3, SYSTEMD, SYSTEMD_PATH, MANAGER, "Subscribe");
     end.extend(call(4, SYSTEMD, SYSTEMD_PATH, MANAGER, BARRIER));
     format!(
-        r#"local LC_ALL=C p= c i h b st v len data in out rule
+        r#"local LC_ALL=C p= c i h b st v len data bus_in bus_out rule sent
 for ((i = 0; i < ${{#id}}; i++)); do
   c=${{id:i:1}}
   case $c in
@@ -162,20 +162,25 @@ p=/org/freedesktop/systemd1/unit/$p
 rule="type='signal',sender='{SYSTEMD}',path='$p',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',arg0='org.freedesktop.systemd1.Unit'"
 le32() {{ printf -v b '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)); }}
 coproc __ntd_bus {{ exec systemd-stdio-bridge 2>/dev/null; }}
-in=${{__ntd_bus[0]}} out=${{__ntd_bus[1]}}
+bus_in=${{__ntd_bus[0]}} bus_out=${{__ntd_bus[1]}}
 le32 $((${{#rule}} + 5)); local body_length=$b
 le32 ${{#rule}}; local rule_length=$b
-{{ printf "{start}"; printf "{head}$body_length{rest}$rule_length"; printf '%s\0' "$rule"; printf "{end}"; }} >&"$out" 2>/dev/null || return
+# A bridge that died already must not end the wait with SIGPIPE (the caller polls then).
+trap '' PIPE
+{{ printf "{start}"; printf "{head}$body_length{rest}$rule_length"; printf '%s\0' "$rule"; printf "{end}"; }} >&"$bus_out" 2>/dev/null
+sent=$?
+trap - PIPE
+((sent == 0)) || return
 data=
 until [[ $data == *UnknownMetho ]]; do
-  IFS= read -r -d d -t 2 -u "$in" c || return
+  IFS= read -r -d d -t 2 -u "$bus_in" c || return
   data+=$c
 done
-IFS= read -r -N 65536 -t 0.01 -u "$in" data
+IFS= read -r -N 65536 -t 0.01 -u "$bus_in" data
 check
 while :; do
-  if IFS= read -r -N 1 -t 1 -u "$in" c; then
-    IFS= read -r -N 1048576 -t 0.005 -u "$in" data
+  if IFS= read -r -N 1 -t 1 -u "$bus_in" c; then
+    IFS= read -r -N 1048576 -t 0.005 -u "$bus_in" data
     data=$c$data
     [[ $data == *ActiveState$'\001's* ]] || continue
     v=${{data##*ActiveState$'\001's}}
