@@ -46,13 +46,9 @@ pub fn to_pyerr(py: Python<'_>, error: ntd_core::Error) -> PyErr {
         };
     }
     let message = ntd_core::full_message(&error);
-    let failure = match &error {
-        ntd_core::Error::Machine(error) => error.failure_kind(),
-        _ => FailureKind::Error,
-    };
-    let command = match &error {
-        ntd_core::Error::Machine(error) => error.command_output(),
-        _ => None,
+    let (failure, command) = match &error {
+        ntd_core::Error::Machine(error) => (error.failure_kind(), error.command_output()),
+        _ => (FailureKind::Error, None),
     };
     let exception = match error.kind() {
         ErrorKind::AssertionFailed => assertion_failed(py, message),

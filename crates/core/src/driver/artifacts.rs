@@ -59,6 +59,15 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, for parsing a slug back.
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Command,
+        FailureKind::Wait,
+        FailureKind::Assertion,
+        FailureKind::GlobalTimeout,
+        FailureKind::Error,
+    ];
+
     /// The part of the artifacts' names that says what failed.
     pub fn slug(self) -> &'static str {
         match self {
@@ -72,15 +81,7 @@ impl FailureKind {
 
     /// The kind a slug names (for the bindings, which pass it as text).
     pub fn from_slug(slug: &str) -> Option<FailureKind> {
-        [
-            FailureKind::Command,
-            FailureKind::Wait,
-            FailureKind::Assertion,
-            FailureKind::GlobalTimeout,
-            FailureKind::Error,
-        ]
-        .into_iter()
-        .find(|kind| kind.slug() == slug)
+        FailureKind::ALL.into_iter().find(|kind| kind.slug() == slug)
     }
 }
 
@@ -169,17 +170,16 @@ impl Driver {
             }
             let mut tasks = JoinSet::new();
             for machine in self.all_machines().into_iter().filter(Machine::is_booted) {
-                let failure = failure.clone();
+                let kind = failure.kind;
                 let out_dir = self.out_dir().to_owned();
                 tasks.spawn(tracing::Instrument::in_current_span(async move {
-                    machine_artifacts(&machine, &failure, &out_dir).await
+                    machine_artifacts(&machine, kind, &out_dir).await
                 }));
             }
             let mut artifacts: Vec<Artifact> = tasks.join_all().await.into_iter().flatten().collect();
-            // The machine whose command failed may have stopped since; its output still counts.
-            if let Some(command) = &failure.command
-                && !artifacts.iter().any(|a| a.machine == command.machine && a.what == "output")
-            {
+            // Written here rather than with the machine's other files: the machine whose
+            // command failed may have stopped since, and its output still counts.
+            if let Some(command) = &failure.command {
                 let path = artifact_path(self.out_dir(), &command.machine, failure.kind, "output.txt");
                 artifacts.extend(write(&command.machine, "output", path, &command.output).await);
             }
@@ -219,9 +219,9 @@ async fn write(machine: &str, what: &'static str, path: PathBuf, data: &[u8]) ->
 
 /// One machine's artifacts. The screenshot and the journal are taken at once: each is bounded
 /// in time, and a stopped QEMU or a hung guest costs one bound, not two.
-async fn machine_artifacts(machine: &Machine, failure: &Failure, out_dir: &Path) -> Vec<Artifact> {
+async fn machine_artifacts(machine: &Machine, kind: FailureKind, out_dir: &Path) -> Vec<Artifact> {
     let name = machine.name();
-    let path = |what: &str| artifact_path(out_dir, name, failure.kind, what);
+    let path = |what: &str| artifact_path(out_dir, name, kind, what);
     let screen = async {
         let qemu = QemuMachine::from_machine(machine)?;
         let screen = path("screen.png");
@@ -241,7 +241,7 @@ async fn machine_artifacts(machine: &Machine, failure: &Failure, out_dir: &Path)
         }
     };
     let journal_timeout =
-        if failure.kind == FailureKind::GlobalTimeout { JOURNAL_TIMEOUT_AT_GLOBAL_TIMEOUT } else { JOURNAL_TIMEOUT };
+        if kind == FailureKind::GlobalTimeout { JOURNAL_TIMEOUT_AT_GLOBAL_TIMEOUT } else { JOURNAL_TIMEOUT };
     let (screen, journal) = tokio::join!(screen, journal_tail(machine, journal_timeout));
     let mut artifacts: Vec<Artifact> = screen.into_iter().collect();
     let mut console = machine.console_log();
@@ -251,9 +251,6 @@ async fn machine_artifacts(machine: &Machine, failure: &Failure, out_dir: &Path)
     artifacts.extend(write(name, "console", path("console.txt"), console.as_bytes()).await);
     if let Some(journal) = journal {
         artifacts.extend(write(name, "journal", path("journal.txt"), &journal).await);
-    }
-    if let Some(command) = failure.command.as_ref().filter(|command| command.machine == name) {
-        artifacts.extend(write(name, "output", path("output.txt"), &command.output).await);
     }
     artifacts
 }
@@ -298,13 +295,7 @@ mod tests {
 
     #[test]
     fn slugs_name_the_failure_and_parse_back() {
-        for kind in [
-            FailureKind::Command,
-            FailureKind::Wait,
-            FailureKind::Assertion,
-            FailureKind::GlobalTimeout,
-            FailureKind::Error,
-        ] {
+        for kind in FailureKind::ALL {
             assert_eq!(FailureKind::from_slug(kind.slug()), Some(kind));
         }
         assert_eq!(FailureKind::from_slug("nonsense"), None);

@@ -14,7 +14,7 @@ impl Machine {
     /// stdout as bytes. Runs the callbacks first and connects if needed.
     pub async fn execute(&self, command: &str, options: ExecuteOptions) -> Result<(i32, Vec<u8>)> {
         self.run_callbacks()?;
-        self.inner.backend.execute(command, options).await
+        self.execute_without_callbacks(command, options).await
     }
 
     /// `execute` without running the callbacks first: for the driver's own commands after the
