@@ -201,6 +201,7 @@ class Driver:
         containers: StartScripts = (),
         enable_ssh_backdoor: bool = False,
         failure_artifacts: bool = False,
+        vnc: bool = False,
     ) -> None:
         self._machine_specs = _specs(start_scripts)
         self._container_specs = _specs(containers)
@@ -224,6 +225,7 @@ class Driver:
         self._interactive = False
         self._enable_ssh_backdoor = enable_ssh_backdoor
         self._failure_artifacts = failure_artifacts
+        self._vnc = vnc
         # A native driver handed in (by nixos-test-driver) belongs to whoever made it.
         self._owned = native is None
         self.native: "_native.Driver | None" = None
@@ -257,6 +259,7 @@ class Driver:
                     # A library user has this Python, with ntd, but maybe no ntd-ssh-proxy.
                     ssh_proxy=[sys.executable, "-m", "ntd.ssh_proxy"],
                     failure_artifacts=self._failure_artifacts,
+                    vnc=self._vnc,
                 )
             )
             _open_drivers.add(self)

@@ -103,6 +103,16 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS")]
     pub connect_timeout: Option<f64>,
 
+    /// Give every QEMU machine a VNC server, on a unix socket in its state directory; the log
+    /// says how to connect to each (`vncviewer <socket>`).
+    #[arg(long)]
+    pub vnc: bool,
+
+    /// Serve a live page on 127.0.0.1 (PORT, or any free port): every machine's screen, the
+    /// test's progress and, after a failure, its artifacts. Implies --vnc.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, require_equals = true, default_missing_value = "0")]
+    pub web_view: Option<u16>,
+
     /// The test script to run [env: testScript].
     #[arg(value_name = "TESTSCRIPT")]
     pub testscript: Option<PathBuf>,
@@ -143,6 +153,10 @@ pub struct Resolved {
     pub interactive: bool,
     /// The debug hook's attach command: breakpoints pause the test.
     pub debug_hook_attach: Option<String>,
+    /// Give QEMU machines a VNC server (`--vnc`, or `--web-view`).
+    pub vnc: bool,
+    /// Serve the live page on this loopback port (0: any free one).
+    pub web_view: Option<u16>,
     pub log_level: LogLevel,
     pub connect_timeout: Duration,
     /// What was asked for that ntd cannot honour here: one warning line each, logged when the
@@ -151,6 +165,30 @@ pub struct Resolved {
     /// Older nixpkgs' `--dump-vsocks <offset>`: print its SSH listing (`vsock/<offset + 1 + i>`)
     /// when the run starts. `None` when not given, or when the configuration's backdoor wins.
     pub dump_vsocks: Option<u32>,
+}
+
+/// The command line with `--web-view PORT` written as `--web-view=PORT`: the port is
+/// optional, and a value must be attached to be told apart from the test script argument
+/// (`--web-view test.py`), so a separate word is taken as the port only when it is a number.
+pub fn attach_web_view_port(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut joined: Vec<std::ffi::OsString> = Vec::new();
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        let is_port = |next: &std::ffi::OsString| {
+            next.to_str().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        };
+        if arg == "--web-view"
+            && let Some(port) = args.next_if(is_port)
+        {
+            let mut attached = arg;
+            attached.push("=");
+            attached.push(port);
+            joined.push(attached);
+        } else {
+            joined.push(arg);
+        }
+    }
+    joined
 }
 
 /// An argument, or the environment variable upstream takes as its default.
@@ -282,6 +320,8 @@ impl Args {
             keep_machine_state,
             interactive: self.interactive && !self.no_interactive,
             debug_hook_attach: self.debug_hook_attach.clone(),
+            vnc: self.vnc || self.web_view.is_some(),
+            web_view: self.web_view,
             log_level,
             connect_timeout,
             dump_vsocks,
@@ -358,7 +398,22 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Args {
-        Args::try_parse_from(std::iter::once("nixos-test-driver").chain(args.iter().copied())).expect("valid arguments")
+        let args = std::iter::once("nixos-test-driver").chain(args.iter().copied()).map(std::ffi::OsString::from);
+        Args::try_parse_from(attach_web_view_port(args)).expect("valid arguments")
+    }
+
+    #[test]
+    fn web_view_takes_an_optional_port_and_implies_vnc() {
+        assert_eq!(parse(&["--web-view", "8080", "s.py"]).web_view, Some(8080));
+        assert_eq!(parse(&["--web-view=8080", "s.py"]).web_view, Some(8080));
+        let any_port = parse(&["--web-view", "s.py"]);
+        assert_eq!(any_port.web_view, Some(0));
+        assert_eq!(any_port.testscript.as_deref(), Some(Path::new("s.py")));
+        assert_eq!(parse(&["s.py"]).web_view, None);
+        assert!(!parse(&["s.py"]).vnc);
+        assert!(parse(&["--vnc", "s.py"]).vnc);
+        let bad = Args::try_parse_from(["nixos-test-driver", "--web-view=99999", "s.py"]);
+        assert!(bad.is_err(), "a port past 65535 is a usage error");
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! in the embedded interpreter, clean up, write the reports, and turn the outcome into an exit
 //! status.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
 use ntd_core::driver::{DriverOptions, Stop};
 use ntd_core::log;
 use ntd_core::log::junit::JunitReport;
+use ntd_core::log::progress::Progress;
 use ntd_core::log::terminal::TerminalLayer;
 use ntd_core::log::xml::XmlLog;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
@@ -56,7 +58,7 @@ impl Outcome {
 
 /// Run the command line; returns the exit status.
 pub fn main() -> i32 {
-    let args = Args::parse();
+    let args = Args::parse_from(crate::args::attach_web_view_port(std::env::args_os()));
     let resolved = match args.resolve() {
         Ok(resolved) => resolved,
         Err(e) => {
@@ -64,22 +66,34 @@ pub fn main() -> i32 {
             return exit::USAGE;
         }
     };
-    if let Err(message) = install_sinks(&resolved) {
-        eprintln!("nixos-test-driver: error: {message}");
-        return exit::USAGE;
-    }
+    // Bound first: a port that is taken is a usage error before anything starts.
+    let web_view = match resolved.web_view.map(ntd_web_view::Listener::bind).transpose() {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("nixos-test-driver: error: --web-view: {}", ntd_core::full_message(&e));
+            return exit::USAGE;
+        }
+    };
+    let progress = match install_sinks(&resolved, web_view.is_some()) {
+        Ok(progress) => progress,
+        Err(message) => {
+            eprintln!("nixos-test-driver: error: {message}");
+            return exit::USAGE;
+        }
+    };
     log::set_level(resolved.log_level);
     for notice in &resolved.notices {
         log::warning(None, notice);
     }
-    let status = run(resolved);
+    let web_view = web_view.zip(progress);
+    let status = run(resolved, web_view);
     outputs::finish();
     status
 }
 
 /// The log sinks: the terminal always; OpenTelemetry, the JUnit report and the XML log when
-/// asked for (`OTEL_*`, `--junit-xml`, `LOGFILE`).
-fn install_sinks(resolved: &Resolved) -> Result<(), String> {
+/// asked for (`OTEL_*`, `--junit-xml`, `LOGFILE`); the progress the web view shows, with it.
+fn install_sinks(resolved: &Resolved, web_view: bool) -> Result<Option<Arc<Progress>>, String> {
     let telemetry = Telemetry::from_env().map_err(|e| e.to_string())?;
     let junit = resolved.junit_xml.clone().map(|path| (JunitReport::new(), path));
     let xml = match std::env::var_os("LOGFILE") {
@@ -89,15 +103,22 @@ fn install_sinks(resolved: &Resolved) -> Result<(), String> {
         ),
         None => None,
     };
+    let (progress, progress_layer) = if web_view {
+        let (progress, layer) = Progress::new();
+        (Some(progress), Some(layer))
+    } else {
+        (None, None)
+    };
     let subscriber = tracing_subscriber::registry()
         .with(TerminalLayer::stderr())
+        .with(progress_layer)
         .with(telemetry.as_ref().map(Telemetry::layer))
         .with(junit.as_ref().map(|(report, _)| report.layer()))
         .with(xml.as_ref().map(XmlLog::layer));
     tracing::subscriber::set_global_default(subscriber).map_err(|_| "cannot install the logger".to_owned())?;
     Outputs::install(junit, xml, telemetry);
     ntd_python::driver::set_abandon_hook(abandon);
-    Ok(())
+    Ok(progress)
 }
 
 /// A test script that does not stop after the global timeout or SIGTERM (it swallows the
@@ -111,7 +132,7 @@ fn abandon(stop: &Stop) {
     std::process::exit(stop.exit_status());
 }
 
-fn run(resolved: Resolved) -> i32 {
+fn run(resolved: Resolved, web_view: Option<(ntd_web_view::Listener, Arc<Progress>)>) -> i32 {
     let tests = match std::fs::read_to_string(&resolved.test_script) {
         Ok(tests) => tests,
         Err(e) => {
@@ -139,10 +160,12 @@ fn run(resolved: Resolved) -> i32 {
     options.global_timeout = resolved.spec.global_timeout;
     options.ssh_backdoor = resolved.spec.enable_ssh_backdoor;
     options.failure_artifacts = resolved.failure_artifacts;
+    options.vnc = resolved.vnc;
     if options.ssh_backdoor {
         options.ssh_proxy = ssh_proxy_command();
     }
     let dump_vsocks = resolved.dump_vsocks;
+    let test_name = resolved.test_name.clone();
     let outcome = Python::attach(|py| {
         let native = match ntd_python::driver::Driver::start(py, options) {
             Ok(native) => native,
@@ -154,12 +177,19 @@ fn run(resolved: Resolved) -> i32 {
         if let Err(e) = native.get().terminate_on_sigterm(interactive) {
             log::error(None, &e.to_string());
         }
+        let web_view = web_view.and_then(|(listener, progress)| {
+            start_web_view(listener, native.get().core().clone(), progress, test_name)
+        });
         let outcome = run_script(py, &native, &tests, interactive, debug_hook_attach.as_deref(), dump_vsocks);
         if let Err(e) = native.call_method0(py, "cleanup") {
             log::error(None, &format!("cleanup failed: {e}"));
         }
         flush_python_output(py);
         say_where_the_artifacts_are(native.get().core(), &run_span);
+        if let Some(web_view) = web_view {
+            web_view.finish(outcome.name());
+            py.detach(|| std::thread::sleep(ntd_web_view::WebView::LINGER));
+        }
         outcome
     });
     run_span.record("test.outcome", outcome.name());
@@ -169,6 +199,41 @@ fn run(resolved: Resolved) -> i32 {
     drop(entered);
     drop(run_span);
     outcome.status()
+}
+
+/// Serve the web view for `driver`, and say where. Without noVNC the page still shows the
+/// progress and the artifacts; the log says why it shows no screens.
+fn start_web_view(
+    listener: ntd_web_view::Listener,
+    driver: ntd_core::Driver,
+    progress: Arc<Progress>,
+    test_name: String,
+) -> Option<ntd_web_view::WebView> {
+    let novnc = match ntd_web_view::novnc::find() {
+        Ok(dir) => Some(dir),
+        Err(why) => {
+            log::warning(None, &format!("web view: no live screens: {why}"));
+            None
+        }
+    };
+    let runtime = match ntd_python::runtime::runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            log::error(None, &format!("web view: {e}"));
+            return None;
+        }
+    };
+    let config = ntd_web_view::WebViewConfig { driver, progress, test_name, novnc };
+    match ntd_web_view::WebView::start(runtime.handle(), listener, config) {
+        Ok(web_view) => {
+            log::log(None, &format!("web view: {} (every machine's screen and the test's progress)", web_view.url()));
+            Some(web_view)
+        }
+        Err(e) => {
+            log::error(None, &format!("web view: {}", ntd_core::full_message(&e)));
+            None
+        }
+    }
 }
 
 /// The last lines of a failed run's log: where its failure artifacts are. The run's span

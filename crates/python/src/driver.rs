@@ -140,7 +140,7 @@ impl Driver {
     /// `machines` (VMs) and `containers` pair an optional name with a start command, as
     /// `driverConfiguration.json` and `--start-scripts` give them.
     #[staticmethod]
-    #[pyo3(signature = (machines, vlans=Vec::new(), out_dir=None, keep_machine_state=false, global_timeout=None, connect_timeout=None, containers=Vec::new(), enable_ssh_backdoor=false, ssh_proxy=None, failure_artifacts=false))]
+    #[pyo3(signature = (machines, vlans=Vec::new(), out_dir=None, keep_machine_state=false, global_timeout=None, connect_timeout=None, containers=Vec::new(), enable_ssh_backdoor=false, ssh_proxy=None, failure_artifacts=false, vnc=false))]
     #[allow(clippy::too_many_arguments)] // the Python keyword arguments
     fn create(
         py: Python<'_>,
@@ -154,6 +154,7 @@ impl Driver {
         enable_ssh_backdoor: bool,
         ssh_proxy: Option<Vec<String>>,
         failure_artifacts: bool,
+        vnc: bool,
     ) -> PyResult<Py<Driver>> {
         let out_dir = match out_dir {
             Some(dir) => dir,
@@ -174,6 +175,7 @@ impl Driver {
         options.ssh_backdoor = enable_ssh_backdoor;
         options.ssh_proxy = ssh_proxy;
         options.failure_artifacts = failure_artifacts;
+        options.vnc = vnc;
         Driver::start(py, options)
     }
 

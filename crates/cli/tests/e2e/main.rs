@@ -36,3 +36,5 @@ mod telemetry;
 mod templates;
 mod typing;
 mod upstream;
+mod vnc;
+mod web_view;

@@ -171,3 +171,29 @@ with Driver([sys.argv[1]], enable_ssh_backdoor=True) as driver:
     assert_eq!(run.stdout, "over ssh\n", "{}", run.stderr);
     run.assert_stderr_contains("kill vhost-device-vsock");
 }
+
+/// VNC from the library: `Driver(..., vnc=True)` gives the machine its server, whose socket
+/// (`machine.vnc_socket`) greets a viewer with RFB.
+#[test]
+fn the_library_gives_machines_a_vnc_server_on_request() {
+    let scenario = Scenario::new();
+    let script = scenario.start_script("machine", Tier::Smoke, &[]);
+    let program = r#"
+import socket
+import sys
+from ntd import Driver
+with Driver([sys.argv[1]], vnc=True) as driver:
+    (machine,) = driver.machines
+    machine.start()
+    with socket.socket(socket.AF_UNIX) as viewer:
+        viewer.settimeout(30)
+        viewer.connect(str(machine.vnc_socket))
+        print(viewer.recv(12).decode(), end="", flush=True)
+with Driver([sys.argv[1]]) as driver:
+    assert driver.machines[0].vnc_socket is None
+"#;
+    let run = scenario.run_command(python(&scenario, program, &script), SMOKE_LIMIT);
+    run.assert_status(0);
+    assert_eq!(run.stdout, "RFB 003.008\n", "{}", run.stderr);
+    run.assert_stderr_contains("machine: screen over VNC: vncviewer ");
+}

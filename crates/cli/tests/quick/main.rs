@@ -26,3 +26,4 @@ mod reports;
 mod ssh_backdoor;
 mod telemetry;
 mod usage;
+mod web_view;

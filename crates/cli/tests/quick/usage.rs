@@ -131,3 +131,14 @@ fn an_unknown_option() {
     run.assert_stderr_contains("error: unexpected argument '--bogus' found");
     assert!(std::fs::read_dir(scenario.tmp_dir()).expect("read TMPDIR").next().is_none(), "TMPDIR was used");
 }
+
+#[test]
+fn a_taken_web_view_port() {
+    let (scenario, script) = valid_machine();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("its address").port();
+    let mut command = scenario.command(&["--web-view", &port.to_string()]);
+    scenario.add_machines(&mut command, &script);
+    let message = format!("--web-view: cannot listen on 127.0.0.1:{port}: Address already in use (os error 98)");
+    assert_usage_error(&scenario, command, &message);
+}

@@ -112,6 +112,9 @@ pub struct DriverOptions {
     /// Write failure artifacts into `out_dir` when the test fails ([`artifacts`]). The
     /// command line asks for them when it is given an output directory.
     pub failure_artifacts: bool,
+    /// Give every QEMU machine, those made later by `create_machine` too, a VNC server on a
+    /// unix socket in its state directory ([`QemuConfig::vnc`]).
+    pub vnc: bool,
 }
 
 impl DriverOptions {
@@ -131,6 +134,7 @@ impl DriverOptions {
             ssh_backdoor: false,
             ssh_proxy: None,
             failure_artifacts: false,
+            vnc: false,
         }
     }
 }
@@ -152,6 +156,8 @@ struct Inner {
     /// Whether a failure writes artifacts, and what it wrote.
     failure_artifacts: bool,
     artifacts: artifacts::Collected,
+    /// Whether QEMU machines get a VNC server.
+    vnc: bool,
 }
 
 /// The driver's side of the SSH backdoor.
@@ -272,6 +278,7 @@ impl Driver {
                 config.env = env.clone();
                 config.connect_timeout = options.connect_timeout;
                 config.vsock = vsock_of(spec);
+                config.vnc = options.vnc;
                 let machine = QemuMachine::new(config)?;
                 if machines.iter().any(|m| m.name() == machine.name()) {
                     return Err(Error::DuplicateName(machine.name().to_owned()));
@@ -317,6 +324,7 @@ impl Driver {
                 backdoor,
                 failure_artifacts: options.failure_artifacts,
                 artifacts: artifacts::Collected::default(),
+                vnc: options.vnc,
             }),
         };
         driver.watch_switches();
@@ -442,6 +450,7 @@ impl Driver {
         config.keep_machine_state = keep_machine_state;
         config.env = self.inner.vlans.iter().map(VLan::environment).collect();
         config.connect_timeout = self.inner.connect_timeout;
+        config.vnc = self.inner.vnc;
         let machine = QemuMachine::new(config)?;
         lock(&self.inner.created).push(machine.machine().clone());
         Ok(machine)

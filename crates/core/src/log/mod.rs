@@ -23,6 +23,7 @@ mod emit;
 #[cfg(test)]
 mod golden;
 pub mod junit;
+pub mod progress;
 pub(crate) mod repr;
 pub mod sink;
 pub mod status;

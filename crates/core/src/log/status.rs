@@ -38,6 +38,19 @@ struct Activity {
     limit: Option<Duration>,
 }
 
+/// What one machine is doing: its innermost open block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// The machine.
+    pub machine: String,
+    /// The block's message, on one line.
+    pub what: String,
+    /// How long the block has been open.
+    pub elapsed: Duration,
+    /// The method call's timeout, if it has one.
+    pub limit: Option<Duration>,
+}
+
 /// The open blocks, and what the line shows now.
 #[derive(Debug, Default)]
 pub struct Status {
@@ -68,34 +81,42 @@ impl Status {
         self.open.retain(|activity| activity.id != id);
     }
 
+    /// Per machine, its innermost block (the last opened) at `now`, in the order the machines
+    /// got busy.
+    pub fn busy(&self, now: Instant) -> Vec<Busy> {
+        let mut busy: Vec<Busy> = Vec::new();
+        for activity in &self.open {
+            let Some(machine) = &activity.machine else { continue };
+            let entry = Busy {
+                machine: machine.clone(),
+                what: activity.what.clone(),
+                elapsed: now.saturating_duration_since(activity.started),
+                limit: activity.limit,
+            };
+            match busy.iter_mut().find(|b| b.machine == *machine) {
+                Some(slot) => *slot = entry,
+                None => busy.push(entry),
+            }
+        }
+        busy
+    }
+
+    /// The innermost open subtest's name.
+    pub fn subtest(&self) -> Option<&str> {
+        self.open.iter().rev().find_map(|a| a.subtest.as_deref())
+    }
+
     /// The line for `now`, at most `width` characters; `None` when no machine's block has
     /// been open for [`SHOW_AFTER`].
     pub fn text(&self, now: Instant, width: usize) -> Option<String> {
-        // Per machine, its innermost block (the last opened), in the order machines got busy.
-        let mut shown: Vec<&Activity> = Vec::new();
-        for activity in self.open.iter().filter(|a| a.machine.is_some()) {
-            match shown.iter_mut().find(|a| a.machine == activity.machine) {
-                Some(slot) => *slot = activity,
-                None => shown.push(activity),
-            }
-        }
-        shown.retain(|a| now.saturating_duration_since(a.started) >= SHOW_AFTER);
+        let mut shown = self.busy(now);
+        shown.retain(|b| b.elapsed >= SHOW_AFTER);
         if shown.is_empty() {
             return None;
         }
-        let parts: Vec<String> = shown
-            .iter()
-            .map(|a| {
-                let elapsed = now.saturating_duration_since(a.started).as_secs();
-                let time = match a.limit {
-                    Some(limit) => format!("{elapsed} s of {} s", limit.as_secs()),
-                    None => format!("{elapsed} s"),
-                };
-                format!("{}: {} ({time})", a.machine.as_deref().unwrap_or_default(), a.what)
-            })
-            .collect();
+        let parts: Vec<String> = shown.iter().map(|b| format!("{}: {} ({})", b.machine, b.what, b.time())).collect();
         let mut text = parts.join(" · ");
-        if let Some(subtest) = self.open.iter().rev().find_map(|a| a.subtest.as_deref()) {
+        if let Some(subtest) = self.subtest() {
             text = format!("subtest: {subtest} › {text}");
         }
         Some(truncate(&text, width))
@@ -123,6 +144,17 @@ impl Status {
     /// Forget what is drawn (after the caller erased it).
     pub fn erased(&mut self) {
         self.drawn = None;
+    }
+}
+
+impl Busy {
+    /// `12 s of 900 s`, or `12 s` without a limit.
+    pub fn time(&self) -> String {
+        let elapsed = self.elapsed.as_secs();
+        match self.limit {
+            Some(limit) => format!("{elapsed} s of {} s", limit.as_secs()),
+            None => format!("{elapsed} s"),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! text, tty text, window names, OCR text) match with Python's `re` here, so patterns mean what
 //! they mean upstream.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -283,6 +283,13 @@ impl QemuMachine {
     #[getter]
     fn vsock_host(&self) -> PyResult<Option<PathBuf>> {
         Ok(self.qemu()?.vsock().map(|pair| pair.host.clone()))
+    }
+
+    /// The VNC server's unix socket (`vncviewer <it>`), if the driver gave the machine one
+    /// (`vnc=True`, `--vnc`); it exists while QEMU runs.
+    #[getter]
+    fn vnc_socket(&self) -> PyResult<Option<PathBuf>> {
+        Ok(self.qemu()?.vnc_socket().map(Path::to_path_buf))
     }
 
     /// Upstream's `ssh_backdoor_command()`: `ssh -o User=root vsock-mux/<host socket>`.

@@ -24,6 +24,7 @@ use super::shell::{Shell, ShellError};
 use super::start_command::{StartCommand, StartPaths};
 use super::{QemuConfig, TAIL_LINES};
 use crate::log;
+use crate::machine::quote::shlex_quote;
 use crate::machine::{Base, BoxFuture, Error, ExecuteOptions, Result, console, lock};
 use crate::process::{self, describe_status};
 use crate::ssh_backdoor::VsockPair;
@@ -67,6 +68,8 @@ pub struct Qemu {
     env: Vec<(String, String)>,
     /// The SSH backdoor's vsock sockets, if the driver gave the machine some.
     pub(super) vsock: Option<VsockPair>,
+    /// The VNC server's socket, if the machine has one (QEMU creates it on every start).
+    pub(super) vnc_path: Option<PathBuf>,
     connect_timeout: Duration,
     display_available: bool,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -148,6 +151,7 @@ impl Qemu {
             efi_vars_path,
             env: config.env,
             vsock: config.vsock,
+            vnc_path: config.vnc.then(|| state_dir.join("vnc")),
             connect_timeout: config.connect_timeout,
             display_available: config.display_available,
             stderr_tail: Arc::new(Mutex::new(VecDeque::new())),
@@ -241,6 +245,7 @@ impl Qemu {
             ctl: &self.ctl_path,
             efi_vars: &self.efi_vars_path,
             vsock_guest: self.vsock.as_ref().map(|pair| pair.guest.as_path()),
+            vnc: self.vnc_path.as_deref(),
         };
         let command_line = self.start_command.command_line(&paths, allow_reboot, self.display_available);
         let mut command = Command::new(command_shell());
@@ -360,7 +365,23 @@ impl Qemu {
         self.connected.store(false, Ordering::SeqCst);
         self.booted.store(true, Ordering::SeqCst);
         self.base.log(&format!("QEMU running (pid {pid})"));
+        self.log_vnc();
         Ok(())
+    }
+
+    /// Say how to watch the screen, when the machine has a VNC server. QEMU sets up its
+    /// displays before it runs its monitors, so the socket is there by now unless the start
+    /// command dropped ntd's arguments.
+    fn log_vnc(&self) {
+        let Some(path) = &self.vnc_path else { return };
+        if path.exists() {
+            self.base.log(&format!("screen over VNC: vncviewer {}", shlex_quote(&path.display().to_string())));
+        } else {
+            self.base.log(&format!(
+                "no VNC server: QEMU did not create {} (does the start command pass on its arguments?)",
+                path.display()
+            ));
+        }
     }
 
     /// Connect to QMP. QEMU created the socket before it connected to ours; retry briefly

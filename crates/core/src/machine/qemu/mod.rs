@@ -71,6 +71,9 @@ pub struct QemuConfig {
     ///
     /// [`VHostDeviceVsock`]: crate::ssh_backdoor::VHostDeviceVsock
     pub vsock: Option<VsockPair>,
+    /// Give the machine a VNC server on a unix socket in its state directory (`vnc`), on every
+    /// start: only this user can reach it, and no two machines or runs share an address.
+    pub vnc: bool,
 }
 
 impl QemuConfig {
@@ -86,6 +89,7 @@ impl QemuConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             display_available: std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some(),
             vsock: None,
+            vnc: false,
         }
     }
 }
@@ -166,6 +170,12 @@ impl QemuMachine {
     /// The backdoor shell socket.
     pub fn shell_path(&self) -> &Path {
         &self.qemu.shell_path
+    }
+
+    /// The VNC server's unix socket, if the machine has one ([`QemuConfig::vnc`]); it exists
+    /// while QEMU runs.
+    pub fn vnc_socket(&self) -> Option<&Path> {
+        self.qemu.vnc_path.as_deref()
     }
 
     /// The SSH backdoor's sockets (upstream's `vsock_guest` and `vsock_host`), if the driver

@@ -31,6 +31,8 @@ pub struct StartPaths<'a> {
     pub efi_vars: &'a Path,
     /// The SSH backdoor's vhost-user socket, if the machine has one.
     pub vsock_guest: Option<&'a Path>,
+    /// The VNC server's socket, if the machine has one.
+    pub vnc: Option<&'a Path>,
 }
 
 /// A start command and the arguments upstream appends to it.
@@ -88,6 +90,11 @@ impl StartCommand {
                 " -chardev {} -device vhost-user-vsock-pci,chardev=vsock_ssh",
                 shlex_quote(&format!("socket,id=vsock_ssh,path={}", qemu_path(guest)))
             ));
+        }
+        // ntd's VNC server: a unix socket QEMU creates, never a TCP port. It serves the same
+        // screen with or without -nographic, which only drops the window.
+        if let Some(vnc) = paths.vnc {
+            line.push_str(&format!(" -vnc {}", shlex_quote(&format!("unix:{}", qemu_path(vnc)))));
         }
         if !allow_reboot {
             line.push_str(" -no-reboot");
@@ -156,6 +163,7 @@ mod tests {
             ctl: Path::new("/tmp/vm-state-m/ctl"),
             efi_vars: Path::new("/tmp/vm-state-m/m-efi-vars.fd"),
             vsock_guest: None,
+            vnc: None,
         }
     }
 
@@ -192,6 +200,16 @@ mod tests {
     }
 
     #[test]
+    fn vnc_listens_on_a_unix_socket_only() {
+        let paths = StartPaths { vnc: Some(Path::new("/tmp/vm-state-m/vnc")), ..paths_of_m() };
+        let line = StartCommand::new("/x/bin/run-m-vm").command_line(&paths, false, false);
+        assert!(line.contains(" -vnc unix:/tmp/vm-state-m/vnc "), "{line}");
+        assert_eq!(line.matches("-vnc").count(), 1);
+        let without = StartCommand::new("/x/bin/run-m-vm").command_line(&paths_of_m(), false, false);
+        assert!(!without.contains("-vnc"), "{without}");
+    }
+
+    #[test]
     fn odd_paths_are_quoted_for_the_shell_and_for_qemu() {
         let paths = StartPaths {
             state_dir: Path::new("/t m'p,x/vm-state-m"),
@@ -203,6 +221,7 @@ mod tests {
             ctl: Path::new("/t m'p,x/vm-state-m/ctl"),
             efi_vars: Path::new("/t m'p,x/vm-state-m/m-efi-vars.fd"),
             vsock_guest: None,
+            vnc: None,
         };
         let line = StartCommand::new("run-m-vm").command_line(&paths, true, true);
         assert_eq!(

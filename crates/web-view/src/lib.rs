@@ -1,0 +1,223 @@
+//! The web view (`--web-view`): one page on the host's loopback that shows every machine's
+//! screen live next to the test's progress and, after a failure, its artifacts.
+//!
+//! The page (`page/`) is served by this crate, and so is everything it loads: the VNC client
+//! in it is the host's noVNC ([`novnc`]), whose files are served from where the host keeps
+//! them; nothing comes from the network. Its screens are QEMU's own VNC servers (the driver's
+//! `vnc` option, a unix socket per machine) reached through a WebSocket proxy ([`vnc_proxy`]).
+//! Its progress is [`ntd_core::log::progress`], polled as JSON ([`state`]).
+//!
+//! The server listens on 127.0.0.1 only and answers only requests addressed to it by that
+//! name (or `localhost`), so that no other web page can reach the machines through a
+//! browser on this host (DNS rebinding). The page sends keys and pointer events to a machine
+//! only after the user ticks that machine's input box.
+
+pub mod novnc;
+mod state;
+mod vnc_proxy;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path as UrlPath, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use ntd_core::Driver;
+use ntd_core::log::progress::Progress;
+use ntd_core::machine::qemu::QemuMachine;
+
+/// Why the web view did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The port is taken, or the address cannot be bound.
+    #[error("cannot listen on 127.0.0.1:{port}")]
+    Listen {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the web view shows.
+#[derive(Debug)]
+pub struct WebViewConfig {
+    /// The run's driver: its machines and failure artifacts.
+    pub driver: Driver,
+    /// The run's progress, kept by its log layer.
+    pub progress: Arc<Progress>,
+    /// The test's name, for the page's title.
+    pub test_name: String,
+    /// The noVNC directory, if the host has one ([`novnc::find`]); without it the page shows
+    /// the progress and the artifacts, and says how to connect a viewer instead.
+    pub novnc: Option<PathBuf>,
+}
+
+/// The running web view; dropping it stops the server.
+#[derive(Debug)]
+pub struct WebView {
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: WebViewConfig,
+    /// The test's outcome, once it has ended.
+    outcome: Mutex<Option<String>>,
+}
+
+/// The web view's listening socket, bound before the driver starts so that a taken port is
+/// a usage error, not a failed test.
+#[derive(Debug)]
+pub struct Listener {
+    listener: std::net::TcpListener,
+    port: u16,
+}
+
+impl Listener {
+    /// Listen on 127.0.0.1:`port` (0: any free port).
+    pub fn bind(port: u16) -> Result<Listener, Error> {
+        let listen_error = |source| Error::Listen { port, source };
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).map_err(listen_error)?;
+        listener.set_nonblocking(true).map_err(listen_error)?;
+        Ok(Listener { listener, port })
+    }
+}
+
+impl WebView {
+    /// How long the page is still served after [`WebView::finish`] when the run ends, for it
+    /// to show the outcome (it polls twice a second).
+    pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// Serve the page on `listener`, on `runtime`.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        listener: Listener,
+        config: WebViewConfig,
+    ) -> Result<WebView, Error> {
+        let Listener { listener, port } = listener;
+        let listen_error = |source| Error::Listen { port, source };
+        let address = listener.local_addr().map_err(listen_error)?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(listen_error)?
+        };
+        let shared = Arc::new(Shared { config, outcome: Mutex::new(None) });
+        let app = router(Arc::clone(&shared), address.port());
+        let task = runtime.spawn(async move {
+            // Serving ends only with the task, when the web view is dropped.
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(WebView { address, shared, task })
+    }
+
+    /// The page's address, `http://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.address)
+    }
+
+    /// Say on the page that the test ended, and how (`passed`, `failed`, …).
+    pub fn finish(&self, outcome: &str) {
+        *lock(&self.shared.outcome) = Some(outcome.to_owned());
+    }
+}
+
+impl Drop for WebView {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn router(shared: Arc<Shared>, port: u16) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(include_str!("../page/index.html")) }))
+        .route(
+            "/page.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], include_str!("../page/page.js")) }),
+        )
+        .route("/page.css", get(|| async { ([(header::CONTENT_TYPE, "text/css")], include_str!("../page/page.css")) }))
+        .route("/state", get(state_json))
+        .route("/novnc/{*path}", get(novnc_file))
+        .route("/vnc/{machine}", get(vnc_socket))
+        .route("/artifacts/{file}", get(artifact))
+        .layer(middleware::from_fn(move |request: Request, next: Next| only_for_this_host(request, next, port)))
+        .with_state(shared)
+}
+
+/// Refuse requests not addressed to this server by its loopback name, and WebSockets opened
+/// by pages of other origins.
+async fn only_for_this_host(request: Request, next: Next, port: u16) -> Response {
+    let ours =
+        |value: &str| [format!("127.0.0.1:{port}"), format!("localhost:{port}")].iter().any(|name| name == value);
+    let headers = request.headers();
+    let host_ok = header_str(headers, header::HOST).is_some_and(ours);
+    let origin_ok = match header_str(headers, header::ORIGIN) {
+        None => true,
+        Some(origin) => origin.strip_prefix("http://").is_some_and(ours),
+    };
+    if !host_ok || !origin_ok {
+        return (StatusCode::FORBIDDEN, "ntd's web view answers only http://127.0.0.1 and http://localhost\n")
+            .into_response();
+    }
+    next.run(request).await
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+async fn state_json(State(shared): State<Arc<Shared>>) -> Response {
+    let outcome = lock(&shared.outcome).clone();
+    axum::Json(state::state(&shared.config, outcome.as_deref())).into_response()
+}
+
+async fn novnc_file(State(shared): State<Arc<Shared>>, UrlPath(path): UrlPath<String>) -> Response {
+    match &shared.config.novnc {
+        Some(root) => novnc::serve(root, &path).await,
+        None => (StatusCode::NOT_FOUND, "this host has no noVNC\n").into_response(),
+    }
+}
+
+/// A WebSocket to the machine's VNC server.
+async fn vnc_socket(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(machine): UrlPath<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let socket = shared
+        .config
+        .driver
+        .all_machines()
+        .into_iter()
+        .find(|m| m.name() == machine)
+        .and_then(|m| QemuMachine::from_machine(&m).and_then(|q| q.vnc_socket().map(PathBuf::from)));
+    match (socket, upgrade) {
+        (None, _) => (StatusCode::NOT_FOUND, format!("no machine {machine:?} with a VNC server\n")).into_response(),
+        (Some(socket), Ok(upgrade)) => upgrade.on_upgrade(move |ws| vnc_proxy::proxy(ws, socket)),
+        (Some(_), Err(rejection)) => rejection.into_response(),
+    }
+}
+
+/// A failure artifact, by its file name: only files the failure wrote.
+async fn artifact(State(shared): State<Arc<Shared>>, UrlPath(file): UrlPath<String>) -> Response {
+    let artifacts = shared.config.driver.failure_artifacts();
+    let Some(found) = artifacts.iter().find(|a| a.path.file_name().is_some_and(|name| *name == *file)) else {
+        return (StatusCode::NOT_FOUND, "no such failure artifact\n").into_response();
+    };
+    match tokio::fs::read(&found.path).await {
+        Ok(data) => ([(header::CONTENT_TYPE, novnc::content_type(&file))], data).into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {}: {e}\n", found.path.display())).into_response()
+        }
+    }
+}
