@@ -17,6 +17,7 @@
   coreutils,
   imagemagick_light,
   netpbm,
+  novnc,
   socat,
   util-linux,
   vde2,
@@ -71,6 +72,9 @@ let
       python3Packages.ipython
     ]
     ++ extraPythonPackages python3Packages;
+
+  # The web view's VNC client (`--web-view`): ntd serves noVNC's files from here.
+  webViewEnvironment = lib.optionalString enableRuntimeDeps "--set-default NTD_NOVNC ${novnc}/share/webapps/novnc";
 in
 python3Packages.buildPythonApplication {
   pname = "ntd";
@@ -116,7 +120,8 @@ python3Packages.buildPythonApplication {
     for program in nixos-test-driver generate-driver-symbols; do
       wrapProgram $out/bin/$program \
         --prefix PATH : ${lib.makeBinPath runtimeTools} \
-        --prefix PYTHONPATH : ${python3Packages.makePythonPath pythonDependencies}
+        --prefix PYTHONPATH : ${python3Packages.makePythonPath pythonDependencies} \
+        ${webViewEnvironment}
     done
   '';
 

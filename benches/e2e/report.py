@@ -111,6 +111,7 @@ def main(directory):
     ]
     lines += containers_section(directory)
     lines += backdoor_section(directory)
+    lines += watch_section(directory)
     report = "\n".join(lines) + "\n"
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write(report)
@@ -195,6 +196,34 @@ def backdoor_section(directory):
         f"| the first ssh through the printed command, after boot (median) | — | {median(on['ssh_s']):.2f} s | |",
     ]
     return lines
+
+
+def watch_section(directory):
+    """One VM without VNC, with --vnc, and with the web view in a browser (watch.py)."""
+    runs = {}
+    for mode in ("off", "vnc", "web"):
+        path = os.path.join(directory, f"watch-{mode}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                runs[mode] = json.load(f)
+    if "off" not in runs:
+        return []
+    columns = [("off", "without"), ("vnc", "--vnc"), ("web", "--web-view, page open in chromium")]
+    columns = [(mode, title) for mode, title in columns if mode in runs]
+    row = lambda label, value: f"| {label} | " + " | ".join(value(runs[mode]) for mode, _ in columns) + " |"
+    n = runs["off"]["succeed_ms"]["samples"]
+    return [
+        "",
+        "Watching a test: one VM (Debian guest) in one driver run per column; the driver process alone "
+        "(QEMU and the browser excluded).",
+        "",
+        "| | " + " | ".join(title for _, title in columns) + " |",
+        "|---|" + "---|" * len(columns),
+        row(f'succeed("true"), median of {n}', lambda r: fmt(r["succeed_ms"]["median"], "ms")),
+        row("driver CPU during 5 s of changing screen", lambda r: f"{r['cpu_screen_activity_s'] * 1000:.0f} ms"),
+        row("driver CPU during 10 s idle", lambda r: f"{r['cpu_idle_10s'] * 1000:.0f} ms"),
+        row("driver peak RSS", lambda r: f"{r['peak_rss_mib']:.1f} MiB"),
+    ]
 
 
 def plot(rows, path):

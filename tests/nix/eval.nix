@@ -186,6 +186,9 @@ let
       ]
       && !(builtins.elem pkgs.python3Packages.ptpython (ntd.override { enableRuntimeDeps = false; }).dependencies);
     "package: mainProgram" = ntd.meta.mainProgram == "nixos-test-driver";
+    "package: the web view finds nixpkgs' noVNC; not without the runtime dependencies" =
+      hasInfix "--set-default NTD_NOVNC /stub/novnc/share/webapps/novnc" ntd.postInstall
+      && !(hasInfix "NTD_NOVNC" (ntd.override { enableRuntimeDeps = false; }).postInstall);
     "override enableOCR: ImageMagick (imagemagick_light) and tesseract (English) on PATH too, as upstream's" =
       toolNames withOCR == [
         "qemu_test"

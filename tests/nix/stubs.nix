@@ -116,6 +116,7 @@ let
     qemu_test = package "qemu_test";
     qemu = package "qemu";
     netpbm = package "netpbm";
+    novnc = package "novnc";
     imagemagick_light = package "imagemagick";
     # nixpkgs' Python driver (nixos/lib/test-driver), as the framework overrides it.
     nixos-test-driver = lib.makeOverridable (

@@ -7,6 +7,8 @@ const RETRY_MS = 1000;
 const machines = new Map();
 let RFB = null;
 let lastLogLines = -1;
+// The log follows its end, unless the user scrolled back to read.
+let followLog = true;
 
 const $ = (id) => document.getElementById(id);
 const element = (tag, props = {}, children = []) => {
@@ -17,7 +19,7 @@ const element = (tag, props = {}, children = []) => {
 
 async function loadNoVnc() {
   try {
-    RFB = (await import("/novnc/core/rfb.js")).default;
+    RFB = (await import("./novnc/core/rfb.js")).default;
   } catch (error) {
     $("notice").textContent = `noVNC did not load (${error}): screens are not shown; connect a VNC viewer instead.`;
   }
@@ -62,7 +64,9 @@ function placeholder(entry, text) {
 
 function connect(entry, name) {
   entry.screen.replaceChildren();
-  const rfb = new RFB(entry.screen, `ws://${location.host}/vnc/${encodeURIComponent(name)}`, { shared: true });
+  const url = new URL(`vnc/${encodeURIComponent(name)}`, location.href);
+  url.protocol = "ws:";
+  const rfb = new RFB(entry.screen, url.href, { shared: true });
   rfb.viewOnly = !entry.input.checked;
   rfb.scaleViewport = true;
   rfb.background = "transparent";
@@ -106,7 +110,7 @@ function showArtifacts(artifacts) {
   const shown = new Set([...$("artifact-list").children].map((node) => node.dataset.file));
   for (const artifact of artifacts) {
     if (shown.has(artifact.file)) continue;
-    const url = `/artifacts/${encodeURIComponent(artifact.file)}`;
+    const url = `artifacts/${encodeURIComponent(artifact.file)}`;
     const body = artifact.file.endsWith(".png")
       ? element("img", { src: url, alt: artifact.file })
       : element("a", { href: url, textContent: "open", target: "_blank" });
@@ -126,17 +130,15 @@ function show(state) {
   showArtifacts(state.artifacts);
   if (state.log_lines !== lastLogLines) {
     lastLogLines = state.log_lines;
-    const log = $("log");
-    const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-    log.textContent = state.log.join("\n");
-    if (atEnd) log.scrollTop = log.scrollHeight;
+    $("log").textContent = state.log.join("\n");
+    if (followLog) $("log").scrollTop = $("log").scrollHeight;
   }
   if (!state.novnc) $("notice").textContent = "This host has no noVNC (Debian: novnc; or set NTD_NOVNC): screens are not shown.";
 }
 
 async function poll() {
   try {
-    const response = await fetch("/state", { cache: "no-store" });
+    const response = await fetch("state", { cache: "no-store" });
     show(await response.json());
     setTimeout(poll, POLL_MS);
   } catch {
@@ -147,5 +149,9 @@ async function poll() {
   }
 }
 
+$("log").addEventListener("scroll", () => {
+  const log = $("log");
+  followLog = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+});
 await loadNoVnc();
 poll();

@@ -7,10 +7,12 @@
 //! `vnc` option, a unix socket per machine) reached through a WebSocket proxy ([`vnc_proxy`]).
 //! Its progress is [`ntd_core::log::progress`], polled as JSON ([`state`]).
 //!
-//! The server listens on 127.0.0.1 only and answers only requests addressed to it by that
-//! name (or `localhost`), so that no other web page can reach the machines through a
-//! browser on this host (DNS rebinding). The page sends keys and pointer events to a machine
-//! only after the user ticks that machine's input box.
+//! The server listens on 127.0.0.1 only, and everything it serves is under a random path
+//! (`/<128-bit token>/`) that only the log shows: other users of the host, who can reach the
+//! loopback port but not the run's sockets, cannot reach the machines through it either. It
+//! answers only requests addressed to it by that name (or `localhost`), so that no other web
+//! page can reach the machines through a browser on this host (DNS rebinding). The page sends
+//! keys and pointer events to a machine only after the user ticks that machine's input box.
 
 pub mod novnc;
 mod state;
@@ -41,6 +43,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The system gave no random bytes for the page's secret path.
+    #[error("no random bytes for the page's address: {0}")]
+    Random(String),
 }
 
 /// What the web view shows.
@@ -61,6 +66,8 @@ pub struct WebViewConfig {
 #[derive(Debug)]
 pub struct WebView {
     address: SocketAddr,
+    /// The secret first segment of every path.
+    token: String,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -104,22 +111,25 @@ impl WebView {
         let Listener { listener, port } = listener;
         let listen_error = |source| Error::Listen { port, source };
         let address = listener.local_addr().map_err(listen_error)?;
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| Error::Random(e.to_string()))?;
+        let token: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
         let listener = {
             let _entered = runtime.enter();
             tokio::net::TcpListener::from_std(listener).map_err(listen_error)?
         };
         let shared = Arc::new(Shared { config, outcome: Mutex::new(None) });
-        let app = router(Arc::clone(&shared), address.port());
+        let app = router(Arc::clone(&shared), address.port(), &token);
         let task = runtime.spawn(async move {
             // Serving ends only with the task, when the web view is dropped.
             let _ = axum::serve(listener, app).await;
         });
-        Ok(WebView { address, shared, task })
+        Ok(WebView { address, token, shared, task })
     }
 
-    /// The page's address, `http://127.0.0.1:<port>/`.
+    /// The page's address, `http://127.0.0.1:<port>/<token>/`.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.address)
+        format!("http://{}/{}/", self.address, self.token)
     }
 
     /// Say on the page that the test ended, and how (`passed`, `failed`, …).
@@ -138,18 +148,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn router(shared: Arc<Shared>, port: u16) -> Router {
+/// The page's routes, under `/<token>/`; the page refers to everything by relative URLs.
+fn router(shared: Arc<Shared>, port: u16, token: &str) -> Router {
+    let at = |path: &str| format!("/{token}/{path}");
     Router::new()
-        .route("/", get(|| async { Html(include_str!("../page/index.html")) }))
+        .route(&at(""), get(|| async { Html(include_str!("../page/index.html")) }))
         .route(
-            "/page.js",
+            &at("page.js"),
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], include_str!("../page/page.js")) }),
         )
-        .route("/page.css", get(|| async { ([(header::CONTENT_TYPE, "text/css")], include_str!("../page/page.css")) }))
-        .route("/state", get(state_json))
-        .route("/novnc/{*path}", get(novnc_file))
-        .route("/vnc/{machine}", get(vnc_socket))
-        .route("/artifacts/{file}", get(artifact))
+        .route(
+            &at("page.css"),
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], include_str!("../page/page.css")) }),
+        )
+        .route(&at("state"), get(state_json))
+        .route(&at("novnc/{*path}"), get(novnc_file))
+        .route(&at("vnc/{machine}"), get(vnc_socket))
+        .route(&at("artifacts/{file}"), get(artifact))
         .layer(middleware::from_fn(move |request: Request, next: Next| only_for_this_host(request, next, port)))
         .with_state(shared)
 }

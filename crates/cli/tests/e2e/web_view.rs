@@ -83,6 +83,7 @@ fn the_page_shows_every_screen_the_progress_and_the_artifacts_in_a_browser() {
     // The browser's window is 1280 wide; its viewport is the window less the browser's bars.
     assert!(page.width() == 1280 && page.height() > 600, "{}x{}\n{said}", page.width(), page.height());
     // Nothing is left listening: the page went with the driver.
-    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let address = url.trim_start_matches("http://").split('/').next().expect("host:port");
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
     assert!(std::net::TcpStream::connect(address).is_err(), "the web view outlived the driver");
 }

@@ -1,67 +1,143 @@
-//! The web view's server on the fakes (the browser test with real VMs is e2e's): the test
-//! script itself fetches the page, its files, the state it polls and the host's noVNC while it
-//! runs, and checks that nothing outside them is served, to nobody but 127.0.0.1.
+//! The web view's server on the fakes (the browser test with real VMs is e2e's): while a test
+//! waits, this test fetches the page, its files, the state it polls and the host's noVNC, and
+//! checks that nothing outside them is served, and nothing without the secret path or to
+//! another host name.
 
-use crate::harness::Scenario;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-/// Runs inside the driver, while the web view serves; `E2E_PORT` is its port.
+use crate::harness::{LIMIT, Scenario};
+
+/// The test script: the machine waits until this test creates the file `E2E_GO`.
 const SCRIPT: &str = r#"
-import json
 import os
-import urllib.error
-import urllib.request
-
-base = f"http://127.0.0.1:{os.environ['E2E_PORT']}"
-
-def get(path, host=None):
-    request = urllib.request.Request(base + path, headers={"Host": host} if host else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.headers["Content-Type"], response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers["Content-Type"], e.read()
+import time
+from pathlib import Path
 
 start_all()
-status, kind, page = get("/")
-assert status == 200 and b"<title>ntd web view</title>" in page, (status, page[:200])
-assert get("/page.js")[:2] == (200, "text/javascript"), get("/page.js")[:2]
-assert get("/novnc/core/rfb.js") == (200, "text/javascript", b"export default class RFB {}\n")
-for outside in ["/novnc/../secret", "/novnc/core/../../secret", "/novnc/.hidden", "/vnc/nobody", "/artifacts/secret"]:
-    assert get(outside)[0] == 404, (outside, get(outside))
-assert get("/state", host="rebound.example")[0] == 403
-
 with subtest("watched"):
     with alpha.nested("waiting for the page"):
-        state = json.loads(get("/state")[2])
-assert state["test"] == "web-view-quick", state
-assert state["subtest"] == "watched", state
-[machine] = state["machines"]
-assert machine["name"] == "alpha" and machine["kind"] == "vm" and machine["running"], machine
-assert machine["busy"]["what"] == "waiting for the page", machine
-assert machine["vnc_command"].startswith("vncviewer ") and machine["vnc_command"].endswith("/vm-state-alpha/vnc")
-assert state["novnc"] and state["outcome"] is None and state["artifacts"] == [], state
-assert "alpha: waiting for the page" in state["log"], state["log"]
-print("the web view served everything")
+        while not Path(os.environ["E2E_GO"]).exists():
+            time.sleep(0.05)
 "#;
 
+/// One HTTP/1.1 request to `address` (`127.0.0.1:port`): the status, the content type and the
+/// body.
+fn get(address: &str, path: &str, host: &str) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(address).expect("connect to the web view");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("send the request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read the response");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a header") + 4;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    let content_type = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned))
+        .unwrap_or_default();
+    (status, content_type, response[split..].to_vec())
+}
+
+/// The driver, killed if the test fails half-way (it would wait for the file for ever).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
-fn the_page_its_files_and_the_state_are_served_to_loopback_only() {
+fn the_page_its_files_and_the_state_are_served_under_a_secret_path_to_loopback_only() {
     let mut scenario = Scenario::new();
     scenario.machine("alpha", &[]);
     let novnc = scenario.path().join("novnc");
     std::fs::create_dir_all(novnc.join("core")).expect("a noVNC directory");
     std::fs::write(novnc.join("core/rfb.js"), "export default class RFB {}\n").expect("its rfb.js");
     std::fs::write(scenario.path().join("secret"), "secret\n").expect("a file beside it");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("port").port();
-    let mut command = scenario.command(&[&format!("--web-view={port}")]);
-    command.env("NTD_NOVNC", &novnc).env("E2E_PORT", port.to_string()).env("name", "vm-test-run-web-view-quick");
-    let run = scenario.run_with(command, &scenario.script(SCRIPT), crate::harness::LIMIT);
-    run.assert_status(0);
-    run.assert_stderr_contains(&format!("web view: http://127.0.0.1:{port}/ (every machine's screen"));
-    assert!(run.stdout.contains("the web view served everything"), "{}", run.stdout);
+    let go = scenario.path().join("go");
+    let mut command = scenario.command(&["--web-view"]);
+    command.env("NTD_NOVNC", &novnc).env("E2E_GO", &go).env("name", "vm-test-run-web-view-quick");
+    scenario.add_machines(&mut command, &scenario.script(SCRIPT));
+    let mut driver = KillOnDrop(command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run the driver"));
+    let (lines, received) = mpsc::channel();
+    let stderr = driver.0.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let deadline = Instant::now() + LIMIT;
+    let mut log = Vec::new();
+    let mut wait_for = |needle: &str| loop {
+        match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                log.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            Err(_) => panic!("the driver never said {needle:?}:\n{}", log.join("\n")),
+        }
+    };
+    let said = wait_for("web view: http://127.0.0.1:");
+    let url = said.split_whitespace().nth(2).expect("the address").to_owned();
     // The fake QEMU makes no VNC socket: the log says so, as for a start script that drops
     // ntd's arguments.
-    run.assert_stderr_contains("alpha: no VNC server: QEMU did not create ");
+    wait_for("alpha: no VNC server: QEMU did not create ");
+    wait_for("alpha: waiting for the page");
+
+    let rest = url.strip_prefix("http://").expect("http");
+    let (address, base) = rest.split_at(rest.find('/').expect("a path"));
+    assert!(base.len() == 34 && base.ends_with('/'), "a 128-bit secret path: {base}");
+    let at = |path: &str| get(address, &format!("{base}{path}"), address);
+
+    let (status, _, page) = at("");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("<title>ntd web view</title>"));
+    assert_eq!(at("page.js").1, "text/javascript");
+    assert_eq!(at("novnc/core/rfb.js"), (200, "text/javascript".into(), b"export default class RFB {}\n".to_vec()));
+    for outside in ["novnc/../secret", "novnc/core/../../secret", "novnc/.hidden", "vnc/nobody", "artifacts/secret"] {
+        assert_eq!(at(outside).0, 404, "{outside}");
+    }
+    // Nothing without the secret, nor for another host name (DNS rebinding).
+    assert_eq!(get(address, "/", address).0, 404);
+    assert_eq!(get(address, "/state", address).0, 404);
+    assert_eq!(get(address, &format!("{base}state"), "rebound.example").0, 403);
+
+    let (status, content_type, state) = at("state");
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    let state: serde_json::Value = serde_json::from_slice(&state).expect("JSON");
+    assert_eq!(state["test"], "web-view-quick");
+    assert_eq!(state["subtest"], "watched");
+    let machine = &state["machines"][0];
+    assert_eq!((machine["name"].as_str(), machine["kind"].as_str()), (Some("alpha"), Some("vm")));
+    assert_eq!(machine["running"], true);
+    assert_eq!(machine["vnc"], false, "the fake has no VNC server");
+    assert_eq!(machine["busy"]["what"], "waiting for the page");
+    let vnc_command = machine["vnc_command"].as_str().expect("the viewer's command");
+    assert!(vnc_command.starts_with("vncviewer ") && vnc_command.ends_with("/vm-state-alpha/vnc"), "{vnc_command}");
+    assert!(state["log"].as_array().expect("the log").iter().any(|line| line == "alpha: waiting for the page"));
+    assert_eq!(
+        (&state["novnc"], &state["outcome"], &state["artifacts"]),
+        (&true.into(), &serde_json::Value::Null, &serde_json::json!([]))
+    );
+
+    std::fs::write(&go, "").expect("let the test go on");
+    let status = loop {
+        if let Some(status) = driver.0.try_wait().expect("wait for the driver") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the driver did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(TcpStream::connect(address).is_err(), "the web view outlived the driver");
 }
 
 #[test]
@@ -70,7 +146,7 @@ fn without_novnc_the_log_says_why_the_page_has_no_screens() {
     scenario.machine("alpha", &[]);
     let mut command = scenario.command(&["--web-view"]);
     command.env("NTD_NOVNC", "/nonexistent/novnc");
-    let run = scenario.run_with(command, &scenario.script("start_all()\n"), crate::harness::LIMIT);
+    let run = scenario.run_with(command, &scenario.script("start_all()\n"), LIMIT);
     run.assert_status(0);
     run.assert_stderr_contains(
         "web view: no live screens: NTD_NOVNC=/nonexistent/novnc has no core/rfb.js (a noVNC directory has)",
