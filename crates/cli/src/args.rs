@@ -1,6 +1,7 @@
 //! The command line: upstream's newest `--config` interface and the older flags and
 //! environment variables, resolved into one [`DriverSpec`].
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,14 +171,28 @@ pub struct Resolved {
 /// The command line with `--web-view PORT` written as `--web-view=PORT`: the port is
 /// optional, and a value must be attached to be told apart from the test script argument
 /// (`--web-view test.py`), so a separate word is taken as the port only when it is a number.
-pub fn attach_web_view_port(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let mut joined: Vec<std::ffi::OsString> = Vec::new();
+/// An unambiguous prefix (`--web 8080`, as `infer_long_args` takes it) counts too; nothing
+/// after `--` does.
+pub fn attach_web_view_port(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    use clap::CommandFactory;
+    let longs: Vec<String> =
+        Args::command().get_arguments().filter_map(|arg| arg.get_long()).map(str::to_owned).collect();
+    let is_web_view = |arg: &OsString| {
+        let Some(prefix) = arg.to_str().and_then(|arg| arg.strip_prefix("--")) else { return false };
+        let matching: Vec<&String> = longs.iter().filter(|long| long.starts_with(prefix)).collect();
+        !prefix.is_empty() && matching.len() == 1 && matching[0] == "web-view"
+    };
+    let is_port =
+        |next: &OsString| next.to_str().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    let mut joined: Vec<OsString> = Vec::new();
     let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
-        let is_port = |next: &std::ffi::OsString| {
-            next.to_str().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        };
-        if arg == "--web-view"
+        if arg == "--" {
+            joined.push(arg);
+            joined.extend(args);
+            break;
+        }
+        if is_web_view(&arg)
             && let Some(port) = args.next_if(is_port)
         {
             let mut attached = arg;
@@ -414,6 +429,12 @@ mod tests {
         assert!(parse(&["--vnc", "s.py"]).vnc);
         let bad = Args::try_parse_from(["nixos-test-driver", "--web-view=99999", "s.py"]);
         assert!(bad.is_err(), "a port past 65535 is a usage error");
+        // A prefix, as argparse and `infer_long_args` take it.
+        let prefix = parse(&["--web", "8080", "s.py"]);
+        assert_eq!((prefix.web_view, prefix.testscript.as_deref()), (Some(8080), Some(Path::new("s.py"))));
+        // After `--` everything is an argument.
+        let after = parse(&["--", "8080"]);
+        assert_eq!((after.web_view, after.testscript.as_deref()), (None, Some(Path::new("8080"))));
     }
 
     #[test]

@@ -181,14 +181,17 @@ fn run(resolved: Resolved, web_view: Option<(ntd_web_view::Listener, Arc<Progres
             start_web_view(listener, native.get().core().clone(), progress, test_name)
         });
         let outcome = run_script(py, &native, &tests, interactive, debug_hook_attach.as_deref(), dump_vsocks);
+        if let Some(web_view) = &web_view {
+            web_view.finish(outcome.name());
+        }
         if let Err(e) = native.call_method0(py, "cleanup") {
             log::error(None, &format!("cleanup failed: {e}"));
         }
         flush_python_output(py);
         say_where_the_artifacts_are(native.get().core(), &run_span);
         if let Some(web_view) = web_view {
-            web_view.finish(outcome.name());
-            py.detach(|| std::thread::sleep(ntd_web_view::WebView::LINGER));
+            // An open page gets to show the outcome before the server goes.
+            py.detach(|| web_view.wait_until_shown());
         }
         outcome
     });

@@ -4,6 +4,8 @@
 
 const POLL_MS = 500;
 const RETRY_MS = 1000;
+// Failed polls in a row before the page says the driver has gone.
+const GONE_AFTER = 3;
 const machines = new Map();
 let RFB = null;
 let lastLogLines = -1;
@@ -75,6 +77,7 @@ function connect(entry, name) {
     entry.card.dataset.connected = "false";
     entry.rfb = null;
     entry.retryAt = Date.now() + RETRY_MS;
+    placeholder(entry, "disconnected");
   });
   entry.rfb = rfb;
 }
@@ -92,7 +95,9 @@ function showMachine(machine, novnc) {
     placeholder(entry, "not running");
   } else if (!novnc || !RFB) {
     placeholder(entry, "no noVNC here: connect with the command below");
-  } else if (machine.vnc && !entry.rfb && Date.now() >= entry.retryAt) {
+  } else if (!machine.vnc) {
+    placeholder(entry, "starting: no VNC server yet");
+  } else if (!entry.rfb && Date.now() >= entry.retryAt) {
     connect(entry, machine.name);
   }
 }
@@ -136,17 +141,35 @@ function show(state) {
   if (!state.novnc) $("notice").textContent = "This host has no noVNC (Debian: novnc; or set NTD_NOVNC): screens are not shown.";
 }
 
+let failedPolls = 0;
+
 async function poll() {
+  let state;
   try {
     const response = await fetch("state", { cache: "no-store" });
-    show(await response.json());
-    setTimeout(poll, POLL_MS);
-  } catch {
-    // The driver has exited: what is on the page stays, as the run's last view.
-    $("outcome").dataset.outcome = $("outcome").dataset.outcome === "running" ? "gone" : $("outcome").dataset.outcome;
-    if ($("outcome").dataset.outcome === "gone") $("outcome").textContent = "the driver has exited";
-    $("notice").textContent = "The driver has exited; this page shows its last state.";
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    state = await response.json();
+    failedPolls = 0;
+  } catch (error) {
+    failedPolls += 1;
+    if (failedPolls < GONE_AFTER) {
+      setTimeout(poll, POLL_MS * 2 ** failedPolls);
+    } else {
+      // The driver has exited: what is on the page stays, as the run's last view.
+      if ($("outcome").dataset.outcome === "running") {
+        $("outcome").dataset.outcome = "gone";
+        $("outcome").textContent = "the driver has exited";
+      }
+      $("notice").textContent = `The driver has exited (${error.message}); this page shows its last state.`;
+    }
+    return;
   }
+  try {
+    show(state);
+  } catch (error) {
+    $("notice").textContent = `The page could not show the state: ${error}`;
+  }
+  setTimeout(poll, POLL_MS);
 }
 
 $("log").addEventListener("scroll", () => {

@@ -43,7 +43,6 @@ pub fn state(config: &WebViewConfig, outcome: Option<&str>) -> Value {
     json!({
         "test": config.test_name,
         "subtest": progress.subtest,
-        "line": progress.line,
         "machines": machines,
         "log": progress.tail,
         "log_lines": progress.lines,

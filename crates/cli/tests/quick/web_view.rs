@@ -27,9 +27,14 @@ with subtest("watched"):
 /// One HTTP/1.1 request to `address` (`127.0.0.1:port`): the status, the content type and the
 /// body.
 fn get(address: &str, path: &str, host: &str) -> (u16, String, Vec<u8>) {
+    request(address, path, &format!("Host: {host}\r\n"))
+}
+
+/// [`get`] with these header lines.
+fn request(address: &str, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(address).expect("connect to the web view");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("send the request");
+    write!(stream, "GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n").expect("send the request");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).expect("read the response");
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a header") + 4;
@@ -102,13 +107,30 @@ fn the_page_its_files_and_the_state_are_served_under_a_secret_path_to_loopback_o
     assert!(String::from_utf8_lossy(&page).contains("<title>ntd web view</title>"));
     assert_eq!(at("page.js").1, "text/javascript");
     assert_eq!(at("novnc/core/rfb.js"), (200, "text/javascript".into(), b"export default class RFB {}\n".to_vec()));
-    for outside in ["novnc/../secret", "novnc/core/../../secret", "novnc/.hidden", "vnc/nobody", "artifacts/secret"] {
+    // noVNC's own pages take their settings (view-only among them) from the URL: not served.
+    std::fs::write(novnc.join("vnc.html"), "<html>noVNC's page</html>\n").expect("noVNC's page");
+    for outside in [
+        "novnc/../secret",
+        "novnc/core/../../secret",
+        "novnc/.hidden",
+        "novnc/vnc.html",
+        "vnc/nobody",
+        "artifacts/secret",
+    ] {
         assert_eq!(at(outside).0, 404, "{outside}");
     }
     // Nothing without the secret, nor for another host name (DNS rebinding).
     assert_eq!(get(address, "/", address).0, 404);
     assert_eq!(get(address, "/state", address).0, 404);
     assert_eq!(get(address, &format!("{base}state"), "rebound.example").0, 403);
+    // A WebSocket opened by a page of another site is refused before the upgrade.
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let foreign = format!("Host: {address}\r\nOrigin: http://evil.example\r\n{upgrade}");
+    assert_eq!(request(address, &format!("{base}vnc/alpha"), &foreign).0, 403);
+    let (status, _, page_again) = get(address, base, address);
+    assert_eq!(status, 200);
+    assert_eq!(page_again, page);
 
     let (status, content_type, state) = at("state");
     assert_eq!((status, content_type.as_str()), (200, "application/json"));

@@ -15,6 +15,9 @@ use super::status::{Busy, Status};
 /// How many log lines the tail keeps.
 pub const TAIL_LINES: usize = 200;
 
+/// How many characters of a line the tail keeps (a block's message can be a whole script).
+pub const LINE_CHARS: usize = 500;
+
 /// The progress, kept by its sink layer and read by whoever watches.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -36,8 +39,6 @@ pub struct Snapshot {
     pub subtest: Option<String>,
     /// Per busy machine, its innermost block.
     pub busy: Vec<Busy>,
-    /// The terminal's status line for this moment, if it would show one.
-    pub line: Option<String>,
     /// The last lines of the log, oldest first.
     pub tail: Vec<String>,
     /// How many lines were ever logged (a watcher can tell new lines from old).
@@ -58,17 +59,20 @@ impl Progress {
         Snapshot {
             subtest: state.status.subtest().map(str::to_owned),
             busy: state.status.busy(now),
-            line: state.status.text(now, usize::MAX),
             tail: state.tail.iter().cloned().collect(),
             lines: state.lines,
         }
     }
 
     fn push(&self, state: &mut State, machine: Option<&str>, text: &str) {
-        let line = match machine {
+        let mut line = match machine {
             Some(machine) => format!("{machine}: {text}"),
             None => text.to_owned(),
         };
+        if let Some((cut, _)) = line.char_indices().nth(LINE_CHARS) {
+            line.truncate(cut);
+            line.push('…');
+        }
         if state.tail.len() == TAIL_LINES {
             state.tail.pop_front();
         }
@@ -128,9 +132,8 @@ mod tests {
             assert_eq!(now.busy.len(), 1);
             assert_eq!(now.busy[0].machine, "server");
             assert_eq!(now.busy[0].what, "waiting for unit nginx.service");
-            assert_eq!(now.line, None, "the status line waits two seconds");
             let later = progress.snapshot(Instant::now() + std::time::Duration::from_secs(3));
-            assert_eq!(later.line.as_deref(), Some("subtest: boot › server: waiting for unit nginx.service (3 s)"));
+            assert_eq!(later.busy[0].time(), "3 s");
             assert_eq!(
                 now.tail,
                 ["server: starting vm", "subtest: boot", "server: waiting for unit nginx.service"],
@@ -147,5 +150,9 @@ mod tests {
         let full = progress.snapshot(Instant::now());
         assert_eq!(full.tail.len(), TAIL_LINES);
         assert_eq!(full.tail.last().map(String::as_str), Some(format!("line {}", TAIL_LINES + 4).as_str()));
+        let subscriber = tracing_subscriber::registry().with(SinkLayer::new(Arc::clone(&progress)));
+        tracing::subscriber::with_default(subscriber, || crate::log::log(None, &"x".repeat(2 * LINE_CHARS)));
+        let long = progress.snapshot(Instant::now()).tail.pop().expect("the long line");
+        assert_eq!(long.chars().count(), LINE_CHARS + 1, "cut, with …");
     }
 }

@@ -247,6 +247,15 @@ impl Qemu {
             vsock_guest: self.vsock.as_ref().map(|pair| pair.guest.as_path()),
             vnc: self.vnc_path.as_deref(),
         };
+        if let Some(vnc) = &self.vnc_path {
+            // A socket left by a killed QEMU (with --keep-machine-state) must not pass for this
+            // start's: whether QEMU made one is how the log tells a start command that drops
+            // ntd's arguments.
+            let _ = std::fs::remove_file(vnc);
+            if self.display_available {
+                self.base.log("QEMU opens no window while it has a VNC server: watch the screen over VNC");
+            }
+        }
         let command_line = self.start_command.command_line(&paths, allow_reboot, self.display_available);
         let mut command = Command::new(command_shell());
         command

@@ -92,7 +92,8 @@ impl StartCommand {
             ));
         }
         // ntd's VNC server: a unix socket QEMU creates, never a TCP port. It serves the same
-        // screen with or without -nographic, which only drops the window.
+        // screen with or without -nographic. (QEMU opens no window of its own beside a VNC
+        // server; the start logs that where a display would have had one.)
         if let Some(vnc) = paths.vnc {
             line.push_str(&format!(" -vnc {}", shlex_quote(&format!("unix:{}", qemu_path(vnc)))));
         }
