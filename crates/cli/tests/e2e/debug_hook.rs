@@ -1,13 +1,12 @@
 //! `--debug-hook-attach` (runNixOSTest's `enableDebugHook`): a failure pauses the test with a
 //! pdb prompt on 127.0.0.1:4444 in the failing script's frame, and says how to attach.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{KillOnDrop, SMOKE_LIMIT, Scenario, Tier, live_processes_mentioning, read_until, wait_for_exit};
+use crate::common::live::LiveDriver;
+use crate::harness::{SMOKE_LIMIT, Scenario, Tier, live_processes_mentioning, read_until};
 
 #[test]
 fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {
@@ -17,39 +16,13 @@ fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {
         scenario.write("test.py", "start_all()\ngreeting = 'hello from the script'\nmachine.succeed('false')\n");
     let mut command = scenario.command(&["--debug-hook-attach", "/stub/attach"]);
     command.arg(&script).arg("--start-scripts").arg(scenario.path().join("bin/run-machine-vm"));
-    let driver = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run the driver");
-    // Killed if the test fails half-way: a driver paused at a breakpoint would wait forever.
-    let mut driver = KillOnDrop(driver);
+    let mut driver = LiveDriver::spawn(command, SMOKE_LIMIT * 2);
 
-    let (lines, received) = mpsc::channel();
-    let stderr = driver.0.stderr.take().expect("stderr pipe");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let mut wait_for_line = |prefix: &str| -> String {
-        let deadline = Instant::now() + SMOKE_LIMIT;
-        loop {
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            match received.recv_timeout(timeout) {
-                Ok(line) => {
-                    log.push(line.clone());
-                    if let Some(position) = line.find(prefix) {
-                        return line[position..].to_owned();
-                    }
-                }
-                Err(_) => panic!("the driver never logged {prefix:?}:\n{}", log.join("\n")),
-            }
-        }
-    };
-
-    let breakpoint = wait_for_line("Breakpoint reached, run 'sudo /stub/attach ");
-    let pattern =
-        breakpoint.trim_start_matches("Breakpoint reached, run 'sudo /stub/attach ").trim_end_matches('\'').to_owned();
+    let prefix = "Breakpoint reached, run 'sudo /stub/attach ";
+    let breakpoint = driver.wait_for_line(prefix);
+    let pattern = breakpoint.split_once(prefix).expect("the prefix").1.trim_end_matches('\'').to_owned();
     assert!(pattern.len() == 7 && pattern.bytes().all(|b| b.is_ascii_digit()), "{breakpoint}");
-    wait_for_line("pdb is listening on 127.0.0.1:4444");
+    driver.wait_for_line("pdb is listening on 127.0.0.1:4444");
     // The attach command finds the sandbox by a process running `sleep <pattern>`.
     let marker = format!("sleep\0{pattern}");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -67,7 +40,7 @@ fn a_failure_pauses_with_pdb_in_the_failing_frame_and_resumes_on_continue() {
     assert!(answer.contains("('hello from the script', 'from pdb\\n')"), "{answer}");
     pdb.write_all(b"c\n").expect("write to pdb");
 
-    let status = wait_for_exit(&mut driver.0, SMOKE_LIMIT, "after `continue`");
+    let status = driver.wait("after `continue`");
     assert_eq!(status.code(), Some(1), "a failed test fails after the breakpoint");
     assert!(live_processes_mentioning(&marker).is_empty(), "`sleep {pattern}` outlived the breakpoint");
     let needle = scenario.path().to_string_lossy().into_owned();

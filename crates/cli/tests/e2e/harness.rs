@@ -179,17 +179,6 @@ pub fn py_env() -> PathBuf {
     }
 }
 
-/// A child process killed when dropped: a driver paused at a breakpoint would otherwise wait
-/// forever after a failed assertion.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Read from a pdb connection until `needle` has arrived; everything read so far.
 pub fn read_until(stream: &mut std::net::TcpStream, needle: &str) -> String {
     use std::io::Read;
@@ -201,17 +190,4 @@ pub fn read_until(stream: &mut std::net::TcpStream, needle: &str) -> String {
         text.push_str(&String::from_utf8_lossy(&buffer[..n]));
     }
     text
-}
-
-/// Wait until `child` exits, failing the test if it has not within `limit` (the test's hang
-/// guard; `when` says what it was to exit after).
-pub fn wait_for_exit(child: &mut std::process::Child, limit: Duration, when: &str) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for the driver") {
-            return status;
-        }
-        assert!(std::time::Instant::now() < deadline, "the driver did not end {when}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

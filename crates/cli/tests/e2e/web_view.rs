@@ -3,12 +3,10 @@
 //! smoke-tier machines. The page must show each machine's live screen (noVNC through ntd's
 //! proxy), the progress line, and after the failure the artifacts and the outcome.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Instant;
+use std::process::Command;
 
-use crate::harness::{KillOnDrop, SMOKE_LIMIT, Scenario, Tier, py_env, repo_file, wait_for_exit};
+use crate::common::live::LiveDriver;
+use crate::harness::{SMOKE_LIMIT, Scenario, Tier, py_env, repo_file};
 
 const SCRIPT: &str = r#"
 import os
@@ -36,28 +34,9 @@ fn the_page_shows_every_screen_the_progress_and_the_artifacts_in_a_browser() {
     let mut command = scenario.command(&["--web-view"]);
     command.env("E2E_GO", &go);
     scenario.add_machines(&mut command, &test);
-    let driver = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run the driver");
-    let mut driver = KillOnDrop(driver);
-    let (lines, received) = mpsc::channel();
-    let stderr = driver.0.stderr.take().expect("stderr pipe");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let deadline = Instant::now() + SMOKE_LIMIT;
-    let url = loop {
-        match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                log.push(line.clone());
-                if let Some(rest) = line.strip_prefix("web view: ") {
-                    break rest.split_whitespace().next().expect("the address").to_owned();
-                }
-            }
-            Err(_) => panic!("the driver never said where the web view is:\n{}", log.join("\n")),
-        }
-    };
+    let mut driver = LiveDriver::spawn(command, SMOKE_LIMIT * 2);
+    let said = driver.wait_for_line("web view: http://");
+    let url = said.split_whitespace().nth(2).expect("the address").to_owned();
     assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{url}");
 
     let screenshot = scenario.out_dir().join("web-view.png");
@@ -69,13 +48,12 @@ fn the_page_shows_every_screen_the_progress_and_the_artifacts_in_a_browser() {
         .args(["alpha", "beta"])
         .output()
         .expect("run the browser test");
-    let status = wait_for_exit(&mut driver.0, SMOKE_LIMIT, "the test's end");
-    log.extend(received.try_iter());
+    let status = driver.wait("at the test's end");
     let said = format!(
         "browser:\n{}{}\ndriver:\n{}",
         String::from_utf8_lossy(&browser.stdout),
         String::from_utf8_lossy(&browser.stderr),
-        log.join("\n")
+        driver.log()
     );
     assert!(browser.status.success(), "{said}");
     assert_eq!(status.code(), Some(1), "the script fails at its end\n{said}");

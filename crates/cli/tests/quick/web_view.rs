@@ -3,12 +3,11 @@
 //! checks that nothing outside them is served, and nothing without the secret path or to
 //! another host name.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::common::live::LiveDriver;
 use crate::harness::{LIMIT, Scenario};
 
 /// The test script: the machine waits until this test creates the file `E2E_GO`.
@@ -47,16 +46,6 @@ fn request(address: &str, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
     (status, content_type, response[split..].to_vec())
 }
 
-/// The driver, killed if the test fails half-way (it would wait for the file for ever).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_page_its_files_and_the_state_are_served_under_a_secret_path_to_loopback_only() {
     let mut scenario = Scenario::new();
@@ -69,33 +58,13 @@ fn the_page_its_files_and_the_state_are_served_under_a_secret_path_to_loopback_o
     let mut command = scenario.command(&["--web-view"]);
     command.env("NTD_NOVNC", &novnc).env("E2E_GO", &go).env("name", "vm-test-run-web-view-quick");
     scenario.add_machines(&mut command, &scenario.script(SCRIPT));
-    let mut driver = KillOnDrop(command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("run the driver"));
-    let (lines, received) = mpsc::channel();
-    let stderr = driver.0.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let deadline = Instant::now() + LIMIT;
-    let mut log = Vec::new();
-    let mut wait_for = |needle: &str| loop {
-        match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                log.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-            Err(_) => panic!("the driver never said {needle:?}:\n{}", log.join("\n")),
-        }
-    };
-    let said = wait_for("web view: http://127.0.0.1:");
+    let mut driver = LiveDriver::spawn(command, LIMIT);
+    let said = driver.wait_for_line("web view: http://127.0.0.1:");
     let url = said.split_whitespace().nth(2).expect("the address").to_owned();
     // The fake QEMU makes no VNC socket: the log says so, as for a start script that drops
     // ntd's arguments.
-    wait_for("alpha: no VNC server: QEMU did not create ");
-    wait_for("alpha: waiting for the page");
+    driver.wait_for_line("alpha: no VNC server: QEMU did not create ");
+    driver.wait_for_line("alpha: waiting for the page");
 
     let rest = url.strip_prefix("http://").expect("http");
     let (address, base) = rest.split_at(rest.find('/').expect("a path"));
@@ -151,14 +120,8 @@ fn the_page_its_files_and_the_state_are_served_under_a_secret_path_to_loopback_o
     );
 
     std::fs::write(&go, "").expect("let the test go on");
-    let status = loop {
-        if let Some(status) = driver.0.try_wait().expect("wait for the driver") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the driver did not end");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    let status = driver.wait("when the page was seen");
+    assert_eq!(status.code(), Some(0), "{}", driver.log());
     assert!(TcpStream::connect(address).is_err(), "the web view outlived the driver");
 }
 

@@ -158,6 +158,23 @@ pub enum Error {
         /// How long the host waited.
         waited: Duration,
     },
+    /// On the console (a guest without ntd's output port), the end of a command's reply did
+    /// not arrive long after the command's own timeout: the console may have dropped it, as
+    /// it drops any bytes the driver cannot read in time, or the guest is hung.
+    #[error(
+        "{machine}: the end of the reply to `{command}` did not arrive within {} seconds: the console dropped it \
+         (it drops what the driver cannot read in time, and this guest has no org.nixos.ntd.out port to carry output \
+         losslessly), or the guest is hung",
+        waited.as_secs()
+    )]
+    ReplyEndLost {
+        /// The machine.
+        machine: String,
+        /// The command.
+        command: String,
+        /// How long the host waited.
+        waited: Duration,
+    },
     /// An operation needs a running machine.
     #[error("{machine}: the machine is not running")]
     NotRunning {

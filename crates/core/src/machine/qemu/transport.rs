@@ -207,11 +207,12 @@ impl Qemu {
                 Err(e)
             }
             Ok(None) => {
-                // Hung: the guard kills what it can once this returns.
-                return Err(Error::GuestHung {
-                    machine: name.to_owned(),
-                    command: command.to_owned(),
-                    waited: waited.unwrap_or_default(),
+                // Hung: the guard kills what it can once this returns. On the console, a reply
+                // whose end was dropped looks the same; the error says both.
+                let (machine, command, waited) = (name.to_owned(), command.to_owned(), waited.unwrap_or_default());
+                return Err(match framing {
+                    Framing::Port => Error::GuestHung { machine, command, waited },
+                    Framing::Console => Error::ReplyEndLost { machine, command, waited },
                 });
             }
             Err((fault, when)) => {
