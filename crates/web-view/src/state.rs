@@ -1,9 +1,9 @@
 //! What the page shows, as the JSON it polls (`GET /state`).
 
+use std::path::Path;
 use std::time::Instant;
 
 use ntd_core::machine::qemu::QemuMachine;
-use ntd_core::machine::quote::shlex_quote;
 use serde_json::{Value, json};
 
 use crate::WebViewConfig;
@@ -17,16 +17,15 @@ pub fn state(config: &WebViewConfig, outcome: Option<&str>) -> Value {
         .iter()
         .map(|machine| {
             let qemu = QemuMachine::from_machine(machine);
-            let socket = qemu.as_ref().and_then(|q| q.vnc_socket().map(ToOwned::to_owned));
             // The socket is there while QEMU runs (QEMU removes it when it exits).
-            let vnc = machine.is_booted() && socket.as_ref().is_some_and(|path| path.exists());
+            let vnc = machine.is_booted() && qemu.as_ref().and_then(|q| q.vnc_socket()).is_some_and(Path::exists);
             let busy = progress.busy.iter().find(|busy| busy.machine == machine.name());
             json!({
                 "name": machine.name(),
                 "kind": if qemu.is_some() { "vm" } else { "container" },
                 "running": machine.is_booted(),
                 "vnc": vnc,
-                "vnc_command": socket.map(|path| format!("vncviewer {}", shlex_quote(&path.display().to_string()))),
+                "vnc_command": qemu.as_ref().and_then(QemuMachine::vnc_command),
                 "busy": busy.map(|busy| json!({"what": busy.what, "time": busy.time()})),
             })
         })

@@ -63,21 +63,22 @@ impl Progress {
             lines: state.lines,
         }
     }
+}
 
-    fn push(&self, state: &mut State, machine: Option<&str>, text: &str) {
-        let mut line = match machine {
-            Some(machine) => format!("{machine}: {text}"),
-            None => text.to_owned(),
-        };
+impl State {
+    /// Add a line to the tail, as the terminal shows it (`machine: text`), cut to
+    /// [`LINE_CHARS`].
+    fn push(&mut self, machine: Option<&str>, text: &str) {
+        let mut line = super::terminal::prefixed(machine, text);
         if let Some((cut, _)) = line.char_indices().nth(LINE_CHARS) {
             line.truncate(cut);
             line.push('…');
         }
-        if state.tail.len() == TAIL_LINES {
-            state.tail.pop_front();
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
         }
-        state.tail.push_back(line);
-        state.lines += 1;
+        self.tail.push_back(line);
+        self.lines += 1;
     }
 }
 
@@ -92,13 +93,12 @@ impl Sink for Progress {
             LineKind::Artifact => format!("failure artifact: {}", line.message),
             LineKind::Log | LineKind::Leveled(_) => line.message.to_owned(),
         };
-        let mut state = super::lock(&self.state);
-        self.push(&mut state, line.machine, &text);
+        super::lock(&self.state).push(line.machine, &text);
     }
 
     fn block_opened(&self, block: &Block) -> u64 {
         let mut state = super::lock(&self.state);
-        self.push(&mut state, block.machine.as_deref(), &block.message);
+        state.push(block.machine.as_deref(), &block.message);
         state.status.open(block, Instant::now())
     }
 
@@ -106,7 +106,7 @@ impl Sink for Progress {
         let mut state = super::lock(&self.state);
         state.status.close(id);
         if let Some(finished) = end.finished_line(block) {
-            self.push(&mut state, block.machine.as_deref(), &finished);
+            state.push(block.machine.as_deref(), &finished);
         }
     }
 }

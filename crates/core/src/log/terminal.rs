@@ -137,7 +137,7 @@ impl TerminalLog {
 }
 
 /// Upstream's `maybe_prefix`: `machine: message` for a line or block of a machine.
-fn prefixed(machine: Option<&str>, message: &str) -> String {
+pub(super) fn prefixed(machine: Option<&str>, message: &str) -> String {
     match machine {
         Some(machine) => format!("{machine}: {message}"),
         None => message.to_owned(),

@@ -24,7 +24,6 @@ use super::shell::{Shell, ShellError};
 use super::start_command::{StartCommand, StartPaths};
 use super::{QemuConfig, TAIL_LINES};
 use crate::log;
-use crate::machine::quote::shlex_quote;
 use crate::machine::{Base, BoxFuture, Error, ExecuteOptions, Result, console, lock};
 use crate::process::{self, describe_status};
 use crate::ssh_backdoor::VsockPair;
@@ -384,7 +383,7 @@ impl Qemu {
     fn log_vnc(&self) {
         let Some(path) = &self.vnc_path else { return };
         if path.exists() {
-            self.base.log(&format!("screen over VNC: vncviewer {}", shlex_quote(&path.display().to_string())));
+            self.base.log(&format!("screen over VNC: {}", super::vnc_command(path)));
         } else {
             self.base.log(&format!(
                 "no VNC server: QEMU did not create {} (does the start command pass on its arguments?)",

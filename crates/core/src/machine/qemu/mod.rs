@@ -94,6 +94,11 @@ impl QemuConfig {
     }
 }
 
+/// TigerVNC's command for a VNC server on the unix socket `socket`.
+fn vnc_command(socket: &Path) -> String {
+    format!("vncviewer {}", crate::machine::quote::shlex_quote(&socket.display().to_string()))
+}
+
 /// A QEMU virtual machine. Cloning gives another handle to the same machine; every shared
 /// [`Machine`] method is available through `Deref`.
 #[derive(Clone)]
@@ -176,6 +181,11 @@ impl QemuMachine {
     /// while QEMU runs.
     pub fn vnc_socket(&self) -> Option<&Path> {
         self.qemu.vnc_path.as_deref()
+    }
+
+    /// How to watch the screen (`vncviewer <socket>`), if the machine has a VNC server.
+    pub fn vnc_command(&self) -> Option<String> {
+        self.vnc_socket().map(vnc_command)
     }
 
     /// The SSH backdoor's sockets (upstream's `vsock_guest` and `vsock_host`), if the driver
