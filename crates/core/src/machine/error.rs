@@ -148,32 +148,42 @@ pub enum Error {
         #[source]
         source: NulInCommand,
     },
-    /// The guest did not answer long after a command's own timeout.
-    #[error("{machine}: the guest did not answer within {} seconds while running `{command}`; it seems hung", waited.as_secs())]
+    /// The guest sent nothing for a long time after a command's own timeout.
+    #[error(
+        "{machine}: the guest sent nothing for {} seconds after the {}-second timeout of `{command}`; it seems hung",
+        silent.as_secs(),
+        crate::config::format_seconds(*timeout)
+    )]
     GuestHung {
         /// The machine.
         machine: String,
         /// The command.
         command: String,
-        /// How long the host waited.
-        waited: Duration,
+        /// The command's timeout.
+        timeout: Duration,
+        /// How long the guest was silent after it.
+        silent: Duration,
     },
     /// On the console (a guest without ntd's output port), the end of a command's reply did
-    /// not arrive long after the command's own timeout: the console may have dropped it, as
-    /// it drops any bytes the driver cannot read in time, or the guest is hung.
+    /// not arrive, and the guest sent nothing for a long time after the command's own
+    /// timeout: the console may have dropped the end, as it drops any bytes the driver
+    /// cannot read in time, or the guest is hung.
     #[error(
-        "{machine}: the end of the reply to `{command}` did not arrive within {} seconds: the console dropped it \
-         (it drops what the driver cannot read in time, and this guest has no org.nixos.ntd.out port to carry output \
-         losslessly), or the guest is hung",
-        waited.as_secs()
+        "{machine}: the end of the reply to `{command}` did not arrive, and the guest sent nothing for {} seconds \
+         after the command's {}-second timeout: the console dropped it (it drops what the driver cannot read in time, \
+         and this guest has no org.nixos.ntd.out port to carry output losslessly), or the guest is hung",
+        silent.as_secs(),
+        crate::config::format_seconds(*timeout)
     )]
     ReplyEndLost {
         /// The machine.
         machine: String,
         /// The command.
         command: String,
-        /// How long the host waited.
-        waited: Duration,
+        /// The command's timeout.
+        timeout: Duration,
+        /// How long the guest was silent after it.
+        silent: Duration,
     },
     /// An operation needs a running machine.
     #[error("{machine}: the machine is not running")]

@@ -82,6 +82,14 @@ pub enum ReplyError {
         /// Its checksum.
         received_crc: u32,
     },
+    /// On the console, the shell answered a line sent after the command before the reply's
+    /// end arrived: the console dropped the end.
+    #[error(
+        "the end of the reply was lost: the shell has answered a later line, and the end never arrived; the console \
+         drops what the driver cannot read in time, and this guest has no org.nixos.ntd.out port to carry output \
+         losslessly"
+    )]
+    EndLost,
     /// The console framing could not buffer the output in the guest.
     #[error("the guest could not buffer the command's output in /tmp (is it full or read-only?)")]
     NotBuffered,

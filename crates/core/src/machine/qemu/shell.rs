@@ -13,8 +13,19 @@
 //! the script computes (or while the driver is not scheduled) would lose them. The output port
 //! is read only while a reply is awaited: it is flow-controlled, so an unread port stops the
 //! guest's writer instead of losing anything.
+//!
+//! On the console, the end of a reply may be dropped too. The driver finds out with a
+//! [`Probe`]: a line asking the shell to print a fresh nonce, which the shell reads only once
+//! the command before it has ended, so its answer comes after that command's reply. A reply
+//! silent for [`PROBE_AFTER_SILENCE`] gets a probe: its answer before the reply's end proves
+//! the end lost, at once, where waiting would last until the command's timeout (15 minutes by
+//! default) and beyond. A reply that no caller will read (its caller gave up, or did not wait)
+//! is settled before the next exchange; on the console by a probe too, everything before its
+//! answer skipped, instead of waiting for an end that may never come.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use memchr::memmem;
@@ -37,6 +48,12 @@ const KILL_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const MARKER_AFTER_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the kill helper gets to announce itself at connect.
 const HELPER_READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a console reply may be silent before the driver sends a [`Probe`] (harmless
+/// when the command is only slow: its answer then follows the reply).
+const PROBE_AFTER_SILENCE: Duration = Duration::from_secs(2);
+/// How long a probe's answer may take after the reply it followed has ended (the shell
+/// prints it at once; longer means the console dropped it, and the next exchange resyncs).
+const PROBE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The size of one read from a socket.
 const READ_SIZE: usize = 64 * 1024;
 
@@ -76,15 +93,83 @@ struct Pending {
     /// shell: its caller gave up on it (an interruption). Commands sent without waiting for
     /// them are left to end on their own (`None`).
     kill_if_abandoned: Option<String>,
+    /// On the console, the probe sent after the reply went silent.
+    probe: Option<Probe>,
 }
 
-/// A command whose caller gave up on it, killed when the shell was next needed.
+/// A line that makes the backdoor shell print a fresh nonce (see the module documentation).
+#[derive(Debug)]
+struct Probe {
+    /// What the shell prints: `\n<nonce> s\n`.
+    answer: Vec<u8>,
+    /// The last bytes searched, which may hold the start of the answer.
+    tail: Vec<u8>,
+}
+
+impl Probe {
+    /// A new probe and the line to send for it.
+    fn new() -> (Probe, Vec<u8>) {
+        let nonce = frame::new_token();
+        let line = format!("printf '\\n%s s\\n' {nonce}\n").into_bytes();
+        (Probe { answer: format!("\n{nonce} s\n").into_bytes(), tail: Vec::new() }, line)
+    }
+
+    /// Search the next bytes of the console for the answer: where in `data` it ends.
+    fn find_in(&mut self, data: &[u8]) -> Option<usize> {
+        let mut window = std::mem::take(&mut self.tail);
+        let carried = window.len();
+        window.extend_from_slice(data);
+        if let Some(at) = memmem::find(&window, &self.answer) {
+            // The tail is shorter than the answer: the answer ends inside `data`.
+            return Some(at + self.answer.len() - carried);
+        }
+        let keep = window.len().min(self.answer.len() - 1);
+        self.tail = window.split_off(window.len() - keep);
+        None
+    }
+}
+
+/// A command whose caller gave up on it, settled when the shell was next needed.
 #[derive(Debug)]
 pub struct Abandoned {
     /// The command as the caller gave it.
     pub command: String,
-    /// How many processes the helper killed (0: it had ended on its own).
-    pub processes: u32,
+    /// What became of it.
+    pub settled: Settled,
+}
+
+/// How a command whose caller gave up on it was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The kill helper killed this many processes (0: it had ended on its own).
+    Killed {
+        /// How many.
+        processes: u32,
+    },
+    /// Its reply was skipped once the command had ended (on the console by a resync); this
+    /// many bytes of it arrived after its caller gave up.
+    Skipped {
+        /// How many.
+        bytes: u64,
+    },
+}
+
+/// How many bytes the guest has sent on the console and the output port: readable without
+/// the shell's lock, so that whoever waits for a reply can tell one still arriving (a big
+/// output on a slow console) from a guest that went silent.
+#[derive(Debug, Clone, Default)]
+pub struct Received(Arc<AtomicU64>);
+
+impl Received {
+    /// The bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Count `n` more bytes.
+    pub(super) fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// The control port and the kill helper behind it.
@@ -156,6 +241,9 @@ pub struct Shell {
     control: Option<Control>,
     mode: Mode,
     pending: Option<Pending>,
+    /// A probe's answer is still due on the console: the next exchange resyncs first.
+    resync_needed: bool,
+    received: Received,
 }
 
 impl Shell {
@@ -164,10 +252,13 @@ impl Shell {
     pub fn new(hvc0: UnixStream, out: Option<UnixStream>, ctl: Option<UnixStream>) -> Shell {
         let (mut reader, writer) = hvc0.into_split();
         let (sender, hvc0_chunks) = mpsc::unbounded_channel();
+        let received = Received::default();
+        let counter = received.clone();
         let pump = tokio::spawn(async move {
             let mut chunk = vec![0u8; READ_SIZE];
             // An error or the end of the stream drops the sender: the shell sees it as a disconnect.
             while let Ok(n @ 1..) = reader.read(&mut chunk).await {
+                counter.add(n);
                 if sender.send(chunk[..n].to_vec()).is_err() {
                     break;
                 }
@@ -183,7 +274,14 @@ impl Shell {
             control: ctl.map(|stream| Control { stream, buf: Vec::new(), epoch: String::new(), seq: 0 }),
             mode: Mode::Console,
             pending: None,
+            resync_needed: false,
+            received,
         }
+    }
+
+    /// The count of bytes received from the guest (see [`Received`]).
+    pub fn received(&self) -> Received {
+        self.received.clone()
     }
 
     /// How commands travel since the last [`Shell::set_up`].
@@ -207,6 +305,7 @@ impl Shell {
     pub async fn wait_for_marker(&mut self, mut on_chunk: impl FnMut(&[u8])) -> Result<(), ShellError> {
         // A reboot or a switch to stage 2 abandons whatever reply the old shell owed.
         self.pending = None;
+        self.resync_needed = false;
         self.mode = Mode::Console;
         loop {
             if let Some(at) = memmem::find(&self.hvc0_buf, MARKER) {
@@ -276,7 +375,7 @@ impl Shell {
     /// background job started by an earlier command, which would otherwise be taken for the
     /// next command's output.
     pub fn take_stray_output(&mut self) -> Vec<u8> {
-        if self.pending.is_some() {
+        if self.pending.is_some() || self.resync_needed {
             return Vec::new();
         }
         while let Ok(chunk) = self.hvc0_chunks.try_recv() {
@@ -306,6 +405,7 @@ impl Shell {
             framing: frame.framing(),
             lingering_notice: frame.lingering_notice(),
             kill_if_abandoned,
+            probe: None,
         });
         Ok(abandoned)
     }
@@ -316,15 +416,52 @@ impl Shell {
     }
 
     /// Settle the reply still owed by an earlier command, if any: kill the command if its
-    /// caller abandoned it and the guest can kill, then read the reply to its end.
+    /// caller abandoned it and the guest can kill, then read the reply to its end; on the
+    /// console, resynchronise instead (see the module documentation). Returns what became of
+    /// a command whose caller had waited for it.
     pub async fn settle(&mut self) -> Result<Option<Abandoned>, ShellError> {
-        let Some(pending) = &self.pending else { return Ok(None) };
-        match pending.kill_if_abandoned.clone() {
-            Some(command) if self.mode.killable() => {
-                let killed = self.kill().await?;
-                Ok(Some(Abandoned { command, processes: killed.processes }))
+        let Some(pending) = &self.pending else {
+            if self.resync_needed {
+                self.resync().await?;
             }
-            _ => self.receive(|| {}).await.map(|_| None),
+            return Ok(None);
+        };
+        let abandoned = pending.kill_if_abandoned.clone();
+        let settled = match (pending.framing, &abandoned) {
+            (_, Some(_)) if self.mode.killable() => {
+                let killed = self.kill().await?;
+                Settled::Killed { processes: killed.processes }
+            }
+            (Framing::Console, _) => Settled::Skipped { bytes: self.resync().await? },
+            (Framing::Port, _) => Settled::Skipped { bytes: self.receive(|| {}).await?.output.len() as u64 },
+        };
+        Ok(abandoned.map(|command| Abandoned { command, settled }))
+    }
+
+    /// Skip the rest of the console's output up to a fresh probe's answer (see the module
+    /// documentation): the pending reply, if any, and an earlier probe's answer. Returns how
+    /// many bytes were skipped.
+    async fn resync(&mut self) -> Result<u64, ShellError> {
+        let (mut probe, line) = Probe::new();
+        self.hvc0.write_all(&line).await?;
+        let mut searched = 0u64;
+        let mut data = std::mem::take(&mut self.hvc0_buf);
+        loop {
+            if let Some(after) = probe.find_in(&data) {
+                self.hvc0_buf = data.split_off(after);
+                self.pending = None;
+                self.resync_needed = false;
+                return Ok((searched + after as u64).saturating_sub(probe.answer.len() as u64));
+            }
+            searched += data.len() as u64;
+            data = match self.hvc0_chunks.recv().await {
+                Some(more) => more,
+                None => {
+                    return Err(self.abandon_pending(|pending| ShellError::Disconnected {
+                        partial_output: pending.decoder.partial_output().to_vec(),
+                    }));
+                }
+            };
         }
     }
 
@@ -350,7 +487,10 @@ impl Shell {
                         tokio::select! {
                             read = out.read(&mut chunk) => match read? {
                                 0 => return Err(self.abandon_pending(disconnected)),
-                                n => chunk[..n].to_vec(),
+                                n => {
+                                    self.received.add(n);
+                                    chunk[..n].to_vec()
+                                }
                             },
                             // The console is watched for the notice meanwhile.
                             more = self.hvc0_chunks.recv() => {
@@ -371,15 +511,49 @@ impl Shell {
                 }
                 (Framing::Console, _) | (Framing::Port, None) => {
                     if self.hvc0_buf.is_empty() {
-                        match self.hvc0_chunks.recv().await {
+                        let probing = pending.framing == Framing::Console && pending.probe.is_none();
+                        let more = if probing {
+                            match tokio::time::timeout(PROBE_AFTER_SILENCE, self.hvc0_chunks.recv()).await {
+                                Ok(more) => more,
+                                Err(_) => {
+                                    let (probe, line) = Probe::new();
+                                    pending.probe = Some(probe);
+                                    self.hvc0.write_all(&line).await?;
+                                    continue;
+                                }
+                            }
+                        } else {
+                            self.hvc0_chunks.recv().await
+                        };
+                        match more {
                             Some(more) => self.hvc0_buf = more,
                             None => return Err(self.abandon_pending(disconnected)),
                         }
                     }
-                    let data = std::mem::take(&mut self.hvc0_buf);
-                    if let Some((reply, rest)) = self.push_reply(&data)? {
-                        self.hvc0_buf = rest;
-                        return Ok(reply);
+                    let mut data = std::mem::take(&mut self.hvc0_buf);
+                    let probe_answered = pending.probe.as_mut().and_then(|probe| probe.find_in(&data));
+                    if let Some(after) = probe_answered {
+                        // The shell has read the line after the command: the reply has ended,
+                        // in these bytes, or its end was lost.
+                        self.hvc0_buf = data.split_off(after);
+                        return match self.push_reply(&data)? {
+                            Some((reply, _answer)) => Ok(reply),
+                            None => Err(self.abandon_pending(|_| ShellError::Reply(ReplyError::EndLost))),
+                        };
+                    }
+                    let probe = pending.probe.take();
+                    match self.push_reply(&data) {
+                        Ok(Some((reply, rest))) => return Ok(self.after_probed_reply(reply, rest, probe).await),
+                        Ok(None) => {
+                            if let Some(pending) = self.pending.as_mut() {
+                                pending.probe = probe;
+                            }
+                        }
+                        Err(e) => {
+                            // The error ends the command; the probe's answer is still due.
+                            self.resync_needed |= probe.is_some();
+                            return Err(e);
+                        }
                     }
                 }
             }
@@ -400,6 +574,33 @@ impl Shell {
                 Err(e.into())
             }
         }
+    }
+
+    /// A reply has ended before its probe's answer arrived: read up to the answer, which the
+    /// shell prints at once, so that it is not taken for stray output; where it does not come
+    /// in time, the next exchange resyncs.
+    async fn after_probed_reply(&mut self, reply: Reply, mut rest: Vec<u8>, probe: Option<Probe>) -> Reply {
+        let Some(Probe { answer, .. }) = probe else {
+            self.hvc0_buf = rest;
+            return reply;
+        };
+        // Still due if this future is dropped while it waits.
+        self.resync_needed = true;
+        let wait = async {
+            loop {
+                if let Some(at) = memmem::find(&rest, &answer) {
+                    rest.drain(at..at + answer.len());
+                    return true;
+                }
+                match self.hvc0_chunks.recv().await {
+                    Some(more) => rest.extend_from_slice(&more),
+                    None => return false,
+                }
+            }
+        };
+        self.resync_needed = !matches!(tokio::time::timeout(PROBE_ANSWER_TIMEOUT, wait).await, Ok(true));
+        self.hvc0_buf = rest;
+        reply
     }
 
     /// Forget the pending command (its shell is gone) and return the error made from it.
@@ -515,12 +716,11 @@ mod tests {
     use super::*;
 
     /// A real bash as the backdoor, on one end of a socket pair (no ports: the console
-    /// framing), driven through the marker, the setup and a few commands.
-    #[tokio::test]
-    async fn a_real_shell_on_the_console_framing() {
+    /// framing), through the marker and the setup.
+    async fn console_shell() -> (Shell, std::process::Child) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socket pair");
         let theirs: OwnedFd = theirs.into();
-        let mut backdoor = Command::new("bash")
+        let backdoor = Command::new("bash")
             .args(["--norc", "-c", "echo 'Spawning backdoor root shell...'; exec bash --norc"])
             .stdin(theirs.try_clone().expect("dup"))
             .stdout(theirs)
@@ -531,7 +731,23 @@ mod tests {
         let mut shell = Shell::new(UnixStream::from_std(ours).expect("tokio stream"), None, None);
         shell.wait_for_marker(|_| {}).await.expect("marker");
         assert_eq!(shell.set_up().await.expect("setup"), Mode::Console);
+        (shell, backdoor)
+    }
 
+    /// Send `command` and read its reply, within 10 s.
+    async fn exchange(shell: &mut Shell, command: &str) -> Reply {
+        let frame = Frame::new(command, Framing::Console, None, None).expect("frame");
+        let exchange = async {
+            shell.send(&frame, Some(command.to_owned())).await.expect("send");
+            shell.receive(|| {}).await.expect("reply")
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("the reply within 10 s")
+    }
+
+    /// A real bash driven through a few commands and unframed lines.
+    #[tokio::test]
+    async fn a_real_shell_on_the_console_framing() {
+        let (mut shell, mut backdoor) = console_shell().await;
         let mut run = async |command: &str, timeout: Option<Duration>| {
             let frame = Frame::new(command, Framing::Console, timeout, None).expect("frame");
             shell.send(&frame, None).await.expect("send");
@@ -563,6 +779,90 @@ mod tests {
         let frame = Frame::new("echo framed", Framing::Console, None, None).expect("frame");
         shell.send(&frame, None).await.expect("send");
         assert_eq!(shell.receive(|| {}).await.expect("reply").output, b"framed\n");
+        drop(shell);
+        let _ = backdoor.kill();
+        let _ = backdoor.wait();
+    }
+
+    /// A reply nobody reads (its caller gave up while the command ran) is skipped once the
+    /// command has ended, and the next command gets its own reply.
+    #[tokio::test]
+    async fn a_reply_given_up_on_is_skipped_on_the_console() {
+        let (mut shell, mut backdoor) = console_shell().await;
+        let frame = Frame::new("sleep 0.5; echo old", Framing::Console, None, None).expect("frame");
+        shell.send(&frame, Some("sleep 0.5; echo old".to_owned())).await.expect("send");
+        // The caller gives up at once, before a byte of the reply arrived.
+        assert!(tokio::time::timeout(Duration::from_millis(50), shell.receive(|| {})).await.is_err());
+        let next = Frame::new("echo new", Framing::Console, None, None).expect("frame");
+        let abandoned = shell.send(&next, None).await.expect("send").expect("the old command is reported");
+        assert_eq!(abandoned.command, "sleep 0.5; echo old");
+        // `old\n`, the line break before the status line and the status line itself.
+        let Settled::Skipped { bytes } = abandoned.settled else { panic!("{abandoned:?}") };
+        assert!(bytes > 4, "{bytes}");
+        assert_eq!(shell.receive(|| {}).await.expect("reply").output, b"new\n");
+        assert_eq!(exchange(&mut shell, "echo after").await.output, b"after\n");
+        drop(shell);
+        let _ = backdoor.kill();
+        let _ = backdoor.wait();
+    }
+
+    /// Send `command` as a frame whose reply's end the console drops: played here by
+    /// waiting for another frame's end, which the guest never prints.
+    async fn send_with_its_end_dropped(shell: &mut Shell, command: &str) {
+        let sent = Frame::new(command, Framing::Console, None, None).expect("frame");
+        let awaited = Frame::new(command, Framing::Console, None, None).expect("frame");
+        shell.send_raw(&sent.bytes).await.expect("send");
+        shell.pending = Some(Pending {
+            decoder: awaited.decoder(),
+            framing: Framing::Console,
+            lingering_notice: awaited.lingering_notice(),
+            kill_if_abandoned: Some(command.to_owned()),
+            probe: None,
+        });
+    }
+
+    /// A reply silent for a while gets a probe; its answer, which follows the reply, is not
+    /// taken for stray output, and the shell stays in step.
+    #[tokio::test]
+    async fn a_slow_reply_is_probed_and_the_answer_consumed() {
+        let (mut shell, mut backdoor) = console_shell().await;
+        let reply = exchange(&mut shell, "sleep 3; echo late").await;
+        assert_eq!(reply.output, b"late\n");
+        assert!(!shell.resync_needed, "the probe's answer was read");
+        assert_eq!(shell.take_stray_output(), b"");
+        assert_eq!(exchange(&mut shell, "echo next").await.output, b"next\n");
+        drop(shell);
+        let _ = backdoor.kill();
+        let _ = backdoor.wait();
+    }
+
+    /// A reply whose end the console dropped is an error as soon as the probe's answer
+    /// arrives, not at the command's timeout; the next command gets its own reply.
+    #[tokio::test]
+    async fn a_dropped_end_is_found_by_the_probe() {
+        let (mut shell, mut backdoor) = console_shell().await;
+        send_with_its_end_dropped(&mut shell, "echo old").await;
+        let error = tokio::time::timeout(Duration::from_secs(5), shell.receive(|| {}))
+            .await
+            .expect("an answer within the probe's silence and a round trip")
+            .expect_err("the end was lost");
+        assert!(matches!(error, ShellError::Reply(ReplyError::EndLost)), "{error}");
+        assert_eq!(exchange(&mut shell, "echo new").await.output, b"new\n");
+        drop(shell);
+        let _ = backdoor.kill();
+        let _ = backdoor.wait();
+    }
+
+    /// Where the caller gave up on a reply whose end the console dropped, the next command
+    /// still gets its own reply: waiting for the lost end would wait forever.
+    #[tokio::test]
+    async fn a_reply_whose_end_was_dropped_does_not_stop_the_next_command() {
+        let (mut shell, mut backdoor) = console_shell().await;
+        send_with_its_end_dropped(&mut shell, "echo old").await;
+        assert!(tokio::time::timeout(Duration::from_millis(500), shell.receive(|| {})).await.is_err());
+        assert_eq!(exchange(&mut shell, "echo new").await.output, b"new\n");
+        // Nothing of the old reply is left to be taken for stray output.
+        assert_eq!(shell.take_stray_output(), b"");
         drop(shell);
         let _ = backdoor.kill();
         let _ = backdoor.wait();

@@ -12,16 +12,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::TAIL_LINES;
 use super::channel::Mode;
 use super::frame::{Frame, Framing, Reply};
 use super::lifecycle::{Qemu, Running};
-use super::shell::{Abandoned, ShellError};
+use super::shell::{Abandoned, Received, Settled, ShellError};
 use crate::log;
 use crate::machine::{Error, ExecuteOptions, Result};
 
-/// A command with a timeout gets this long beyond it before the host gives up on the guest
-/// (a guest that cannot even run `timeout`, or kill, is hung).
+/// A command with a timeout whose reply has not ended by then: the host gives up on the
+/// guest once it has sent nothing for this long (a guest that cannot even run `timeout`, or
+/// kill, is hung). A reply still arriving is waited for: on the console, the output of a
+/// command is printed after it ended, and a big one takes minutes under emulation.
 const HOST_GRACE: Duration = Duration::from_secs(60);
 
 /// The exit status of a command that ran out of time: `timeout`'s, as upstream reports it.
@@ -76,8 +80,38 @@ impl Drop for AbandonGuard {
 
 /// Log what became of a command whose caller gave up on it.
 fn log_abandoned(machine: &str, abandoned: Option<Abandoned>) {
-    if let Some(Abandoned { command, processes }) = abandoned {
-        log::log(Some(machine), &format!("`{command}` was interrupted: killed {processes} process(es) in the guest"));
+    match abandoned {
+        None => {}
+        Some(Abandoned { command, settled: Settled::Killed { processes } }) => log::log(
+            Some(machine),
+            &format!("`{command}` was interrupted: killed {processes} process(es) in the guest"),
+        ),
+        Some(Abandoned { command, settled: Settled::Skipped { bytes } }) => log::log(
+            Some(machine),
+            &format!(
+                "`{command}`, given up on earlier, has ended; {bytes} byte(s) of its reply arrived since and were skipped"
+            ),
+        ),
+    }
+}
+
+/// Run `exchange` to its end, or until `timeout` has passed and then the guest has sent
+/// nothing for [`HOST_GRACE`] (`None`): a guest still sending is busy, not hung.
+async fn until_silent<T>(exchange: impl Future<Output = T>, timeout: Duration, received: &Received) -> Option<T> {
+    tokio::pin!(exchange);
+    let mut deadline = Instant::now() + timeout;
+    // The first window is the command's own time; only the later ones must see bytes.
+    let mut within_timeout = true;
+    loop {
+        let seen = received.bytes();
+        match tokio::time::timeout_at(deadline, &mut exchange).await {
+            Ok(done) => return Some(done),
+            Err(_) if within_timeout || received.bytes() != seen => {
+                within_timeout = false;
+                deadline = Instant::now() + HOST_GRACE;
+            }
+            Err(_) => return None,
+        }
     }
 }
 
@@ -91,6 +125,7 @@ impl Qemu {
         let console = self.base.console();
         let traceparent = log::current_traceparent();
         let mut shell = running.shell.lock().await;
+        let received = shell.received();
         let mode = shell.mode();
         let framing = match mode {
             Mode::Port { .. } => Framing::Port,
@@ -117,7 +152,6 @@ impl Qemu {
         let earlier_fault = (console.fault_count() != self.faults_at_connect.load(Ordering::SeqCst))
             .then(|| console.last_fault())
             .flatten();
-        let waited = options.timeout.map(|timeout| timeout + HOST_GRACE);
         let guard = AbandonGuard {
             running: Arc::clone(&running),
             machine: name.to_owned(),
@@ -176,9 +210,9 @@ impl Qemu {
                     reply.map(Some)
                 };
                 let bounded = async {
-                    match waited {
+                    match options.timeout {
                         None => Some(exchange.await),
-                        Some(waited) => tokio::time::timeout(waited, exchange).await.ok(),
+                        Some(timeout) => until_silent(exchange, timeout, &received).await,
                     }
                 };
                 let fault = async {
@@ -208,11 +242,13 @@ impl Qemu {
             }
             Ok(None) => {
                 // Hung: the guard kills what it can once this returns. On the console, a reply
-                // whose end was dropped looks the same; the error says both.
-                let (machine, command, waited) = (name.to_owned(), command.to_owned(), waited.unwrap_or_default());
+                // whose end was dropped looks the same; the error says both, and the next
+                // command resynchronises the shell (see `Shell::settle`).
+                let (machine, command) = (name.to_owned(), command.to_owned());
+                let (timeout, silent) = (options.timeout.unwrap_or_default(), HOST_GRACE);
                 return Err(match framing {
-                    Framing::Port => Error::GuestHung { machine, command, waited },
-                    Framing::Console => Error::ReplyEndLost { machine, command, waited },
+                    Framing::Port => Error::GuestHung { machine, command, timeout, silent },
+                    Framing::Console => Error::ReplyEndLost { machine, command, timeout, silent },
                 });
             }
             Err((fault, when)) => {
@@ -260,5 +296,57 @@ impl Qemu {
             command: line.trim_end().to_owned(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes arriving every `every` until `until`, counted in `received`.
+    fn trickle(received: &Received, every: Duration, until: Duration) {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            while start.elapsed() < until {
+                tokio::time::sleep(every).await;
+                received.add(1);
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_guest_is_given_up_on_its_grace_after_the_timeout() {
+        let received = Received::default();
+        let start = Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(until_silent(never, Duration::from_secs(30), &received).await, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(30) + HOST_GRACE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_before_the_timeout_do_not_extend_it() {
+        let received = Received::default();
+        trickle(&received, Duration::from_secs(1), Duration::from_secs(29));
+        let start = Instant::now();
+        assert_eq!(until_silent(std::future::pending::<()>(), Duration::from_secs(30), &received).await, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(30) + HOST_GRACE);
+    }
+
+    /// A reply that keeps arriving after the timeout (a big output on a slow console) is
+    /// waited for, however long it takes; silence then ends the wait one grace later.
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_still_arriving_is_waited_for() {
+        let received = Received::default();
+        trickle(&received, Duration::from_secs(10), Duration::from_secs(300));
+        let reply = tokio::time::sleep(Duration::from_secs(250));
+        let start = Instant::now();
+        assert_eq!(until_silent(reply, Duration::from_secs(30), &received).await, Some(()));
+        assert_eq!(start.elapsed(), Duration::from_secs(250));
+        let start = Instant::now();
+        assert_eq!(until_silent(std::future::pending::<()>(), Duration::from_secs(1), &received).await, None);
+        // The trickle ends at 300 s of its own: the last full window of silence follows.
+        assert!(start.elapsed() >= Duration::from_secs(50) + HOST_GRACE, "{:?}", start.elapsed());
+        assert!(start.elapsed() <= Duration::from_secs(51) + 2 * HOST_GRACE, "{:?}", start.elapsed());
     }
 }
