@@ -19,6 +19,7 @@ pub mod keys;
 mod lifecycle;
 pub mod monitor;
 mod network;
+mod probe;
 pub mod qmp;
 mod screen;
 pub mod shell;

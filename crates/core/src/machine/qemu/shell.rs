@@ -14,14 +14,14 @@
 //! is read only while a reply is awaited: it is flow-controlled, so an unread port stops the
 //! guest's writer instead of losing anything.
 //!
-//! On the console, the end of a reply may be dropped too. The driver finds out with a
-//! [`Probe`]: a line asking the shell to print a fresh nonce, which the shell reads only once
-//! the command before it has ended, so its answer comes after that command's reply. A reply
-//! silent for [`PROBE_AFTER_SILENCE`] gets a probe: its answer before the reply's end proves
-//! the end lost, at once, where waiting would last until the command's timeout (15 minutes by
-//! default) and beyond. A reply that no caller will read (its caller gave up, or did not wait)
-//! is settled before the next exchange; on the console by a probe too, everything before its
-//! answer skipped, instead of waiting for an end that may never come.
+//! On the console, the end of a reply may be dropped too. The driver finds out with probes
+//! ([`super::probe`]): lines that make the shell print a fresh nonce once the command before
+//! them has ended. A console reply silent for [`PROBE_AFTER_SILENCE`] gets one: its answer
+//! before the reply's end proves the end lost, at once, where waiting would last until the
+//! command's timeout (15 minutes by default) and beyond. A reply that no caller will read
+//! (its caller gave up, or did not wait) is settled before the next exchange, on the console
+//! by a probe too: everything before its answer is skipped, instead of waiting for an end that
+//! may never come.
 
 use std::io;
 use std::sync::Arc;
@@ -33,9 +33,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::channel::{self, Found, Mode};
 use super::frame::{self, Frame, Framing, Reply, ReplyDecoder, ReplyError};
+use super::probe::{ANSWER_LEN, Probes};
 
 /// The line the guest prints when the backdoor shell is ready.
 pub const MARKER: &[u8] = b"Spawning backdoor root shell...";
@@ -48,11 +50,12 @@ const KILL_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const MARKER_AFTER_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the kill helper gets to announce itself at connect.
 const HELPER_READY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a console reply may be silent before the driver sends a [`Probe`] (harmless
-/// when the command is only slow: its answer then follows the reply).
+/// How long the console may be silent while an answer is due before the driver sends a
+/// probe (harmless when the command is only slow: its answer then follows the reply).
 const PROBE_AFTER_SILENCE: Duration = Duration::from_secs(2);
-/// How long a probe's answer may take after the reply it followed has ended (the shell
-/// prints it at once; longer means the console dropped it, and the next exchange resyncs).
+/// How long the probes' answers may take after the reply they followed has ended (the shell
+/// prints them at once; longer means the console dropped them, and the next exchange
+/// resyncs).
 const PROBE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The size of one read from a socket.
 const READ_SIZE: usize = 64 * 1024;
@@ -93,40 +96,6 @@ struct Pending {
     /// shell: its caller gave up on it (an interruption). Commands sent without waiting for
     /// them are left to end on their own (`None`).
     kill_if_abandoned: Option<String>,
-    /// On the console, the probe sent after the reply went silent.
-    probe: Option<Probe>,
-}
-
-/// A line that makes the backdoor shell print a fresh nonce (see the module documentation).
-#[derive(Debug)]
-struct Probe {
-    /// What the shell prints: `\n<nonce> s\n`.
-    answer: Vec<u8>,
-    /// The last bytes searched, which may hold the start of the answer.
-    tail: Vec<u8>,
-}
-
-impl Probe {
-    /// A new probe and the line to send for it.
-    fn new() -> (Probe, Vec<u8>) {
-        let nonce = frame::new_token();
-        let line = format!("printf '\\n%s s\\n' {nonce}\n").into_bytes();
-        (Probe { answer: format!("\n{nonce} s\n").into_bytes(), tail: Vec::new() }, line)
-    }
-
-    /// Search the next bytes of the console for the answer: where in `data` it ends.
-    fn find_in(&mut self, data: &[u8]) -> Option<usize> {
-        let mut window = std::mem::take(&mut self.tail);
-        let carried = window.len();
-        window.extend_from_slice(data);
-        if let Some(at) = memmem::find(&window, &self.answer) {
-            // The tail is shorter than the answer: the answer ends inside `data`.
-            return Some(at + self.answer.len() - carried);
-        }
-        let keep = window.len().min(self.answer.len() - 1);
-        self.tail = window.split_off(window.len() - keep);
-        None
-    }
 }
 
 /// A command whose caller gave up on it, settled when the shell was next needed.
@@ -154,21 +123,42 @@ pub enum Settled {
     },
 }
 
-/// How many bytes the guest has sent on the console and the output port: readable without
-/// the shell's lock, so that whoever waits for a reply can tell one still arriving (a big
-/// output on a slow console) from a guest that went silent.
-#[derive(Debug, Clone, Default)]
-pub struct Received(Arc<AtomicU64>);
+/// How many bytes the guest has sent on the console and the output port, and when the last
+/// arrived: readable without the shell's lock, so that whoever waits for a reply can tell
+/// one still arriving (a big output on a slow console) from a guest that went silent.
+#[derive(Debug, Clone)]
+pub struct Received(Arc<Counts>);
+
+#[derive(Debug)]
+struct Counts {
+    bytes: AtomicU64,
+    /// When the last byte arrived, in milliseconds after `start`.
+    last_ms: AtomicU64,
+    start: Instant,
+}
+
+impl Default for Received {
+    fn default() -> Received {
+        Received(Arc::new(Counts { bytes: AtomicU64::new(0), last_ms: AtomicU64::new(0), start: Instant::now() }))
+    }
+}
 
 impl Received {
     /// The bytes received so far.
     pub fn bytes(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.bytes.load(Ordering::Relaxed)
     }
 
-    /// Count `n` more bytes.
+    /// When the last byte arrived (when counting began, before any).
+    pub fn last_at(&self) -> Instant {
+        self.0.start + Duration::from_millis(self.0.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Count `n` more bytes, arriving now.
     pub(super) fn add(&self, n: usize) {
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        let now = u64::try_from(self.0.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_ms.fetch_max(now, Ordering::Relaxed);
+        self.0.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -241,8 +231,9 @@ pub struct Shell {
     control: Option<Control>,
     mode: Mode,
     pending: Option<Pending>,
-    /// A probe's answer is still due on the console: the next exchange resyncs first.
-    resync_needed: bool,
+    /// Probes whose answers are still due on the console. With no reply pending, the next
+    /// exchange resyncs first.
+    probes: Probes,
     received: Received,
 }
 
@@ -274,7 +265,7 @@ impl Shell {
             control: ctl.map(|stream| Control { stream, buf: Vec::new(), epoch: String::new(), seq: 0 }),
             mode: Mode::Console,
             pending: None,
-            resync_needed: false,
+            probes: Probes::default(),
             received,
         }
     }
@@ -303,9 +294,9 @@ impl Shell {
     /// Read until the guest has printed the marker line. `on_chunk` sees every chunk as it
     /// arrives (upstream logs each as `Guest shell says: b'…'`).
     pub async fn wait_for_marker(&mut self, mut on_chunk: impl FnMut(&[u8])) -> Result<(), ShellError> {
-        // A reboot or a switch to stage 2 abandons whatever reply the old shell owed.
+        // A reboot or a switch to stage 2 abandons whatever reply the old shell owed. Its
+        // unread probe lines may reach the new shell: `set_up` strips their answers.
         self.pending = None;
-        self.resync_needed = false;
         self.mode = Mode::Console;
         loop {
             if let Some(at) = memmem::find(&self.hvc0_buf, MARKER) {
@@ -347,8 +338,10 @@ impl Shell {
                 let start = at + terminator.len();
                 if let Some(newline) = memchr::memchr(b'\n', &self.hvc0_buf[start..]) {
                     let line = String::from_utf8_lossy(&self.hvc0_buf[start..start + newline]).into_owned();
-                    // Anything the guest printed before the reply stays for the stray check.
+                    // Anything the guest printed before the reply stays for the stray check,
+                    // but for answers to the old shell's probes.
                     self.hvc0_buf.drain(at..start + newline + 1);
+                    self.probes.strip_from(&mut self.hvc0_buf);
                     break Found::parse(&line).ok_or(ReplyError::Malformed(line))?;
                 }
             }
@@ -375,7 +368,8 @@ impl Shell {
     /// background job started by an earlier command, which would otherwise be taken for the
     /// next command's output.
     pub fn take_stray_output(&mut self) -> Vec<u8> {
-        if self.pending.is_some() || self.resync_needed {
+        // Output before a due answer is skipped by the resync instead.
+        if self.pending.is_some() || !self.probes.is_empty() {
             return Vec::new();
         }
         while let Ok(chunk) = self.hvc0_chunks.try_recv() {
@@ -405,7 +399,6 @@ impl Shell {
             framing: frame.framing(),
             lingering_notice: frame.lingering_notice(),
             kill_if_abandoned,
-            probe: None,
         });
         Ok(abandoned)
     }
@@ -421,7 +414,7 @@ impl Shell {
     /// a command whose caller had waited for it.
     pub async fn settle(&mut self) -> Result<Option<Abandoned>, ShellError> {
         let Some(pending) = &self.pending else {
-            if self.resync_needed {
+            if !self.probes.is_empty() {
                 self.resync().await?;
             }
             return Ok(None);
@@ -438,31 +431,61 @@ impl Shell {
         Ok(abandoned.map(|command| Abandoned { command, settled }))
     }
 
-    /// Skip the rest of the console's output up to a fresh probe's answer (see the module
-    /// documentation): the pending reply, if any, and an earlier probe's answer. Returns how
-    /// many bytes were skipped.
+    /// Skip the console's output up to a fresh probe's answer (see the module documentation):
+    /// the pending reply, if any, and the answers of earlier probes. Returns about how many
+    /// bytes were skipped (answers to lost probes are among them).
     async fn resync(&mut self) -> Result<u64, ShellError> {
-        let (mut probe, line) = Probe::new();
-        self.hvc0.write_all(&line).await?;
-        let mut searched = 0u64;
+        self.send_probe().await?;
+        let mut skipped = 0u64;
         let mut data = std::mem::take(&mut self.hvc0_buf);
         loop {
-            if let Some(after) = probe.find_in(&data) {
-                self.hvc0_buf = data.split_off(after);
-                self.pending = None;
-                self.resync_needed = false;
-                return Ok((searched + after as u64).saturating_sub(probe.answer.len() as u64));
+            while let Some(after) = self.probes.find_in(&data) {
+                // The answer may have begun in the bytes already counted.
+                skipped = (skipped + after as u64).saturating_sub(ANSWER_LEN as u64);
+                data.drain(..after);
+                if self.probes.is_empty() {
+                    self.hvc0_buf = data;
+                    self.pending = None;
+                    return Ok(skipped);
+                }
             }
-            searched += data.len() as u64;
-            data = match self.hvc0_chunks.recv().await {
-                Some(more) => more,
-                None => {
+            skipped += data.len() as u64;
+            data = match self.next_console_chunk().await {
+                Ok(Some(more)) => more,
+                Ok(None) => Vec::new(),
+                Err(ShellError::Disconnected { .. }) => {
                     return Err(self.abandon_pending(|pending| ShellError::Disconnected {
                         partial_output: pending.decoder.partial_output().to_vec(),
                     }));
                 }
+                Err(e) => return Err(e),
             };
         }
+    }
+
+    /// Write a probe to the shell.
+    async fn send_probe(&mut self) -> Result<(), ShellError> {
+        let line = self.probes.send(self.received.bytes());
+        self.hvc0.write_all(&line).await?;
+        Ok(())
+    }
+
+    /// Wait for the next chunk from the console, with probes due: after
+    /// [`PROBE_AFTER_SILENCE`] of silence, send another probe where one may go and return
+    /// `None`.
+    async fn next_console_chunk(&mut self) -> Result<Option<Vec<u8>>, ShellError> {
+        let more = if self.probes.may_send(self.received.bytes()) {
+            match tokio::time::timeout(PROBE_AFTER_SILENCE, self.hvc0_chunks.recv()).await {
+                Ok(more) => more,
+                Err(_) => {
+                    self.send_probe().await?;
+                    return Ok(None);
+                }
+            }
+        } else {
+            self.hvc0_chunks.recv().await
+        };
+        more.map(Some).ok_or(ShellError::Disconnected { partial_output: Vec::new() })
     }
 
     /// Read the reply of the last command sent. `on_lingering` is called when the guest says
@@ -511,49 +534,31 @@ impl Shell {
                 }
                 (Framing::Console, _) | (Framing::Port, None) => {
                     if self.hvc0_buf.is_empty() {
-                        let probing = pending.framing == Framing::Console && pending.probe.is_none();
-                        let more = if probing {
-                            match tokio::time::timeout(PROBE_AFTER_SILENCE, self.hvc0_chunks.recv()).await {
-                                Ok(more) => more,
-                                Err(_) => {
-                                    let (probe, line) = Probe::new();
-                                    pending.probe = Some(probe);
-                                    self.hvc0.write_all(&line).await?;
-                                    continue;
-                                }
-                            }
-                        } else {
-                            self.hvc0_chunks.recv().await
-                        };
-                        match more {
-                            Some(more) => self.hvc0_buf = more,
-                            None => return Err(self.abandon_pending(disconnected)),
+                        match self.next_console_chunk().await {
+                            Ok(Some(more)) => self.hvc0_buf = more,
+                            // A probe went out.
+                            Ok(None) => continue,
+                            Err(ShellError::Disconnected { .. }) => return Err(self.abandon_pending(disconnected)),
+                            Err(e) => return Err(e),
                         }
                     }
                     let mut data = std::mem::take(&mut self.hvc0_buf);
-                    let probe_answered = pending.probe.as_mut().and_then(|probe| probe.find_in(&data));
-                    if let Some(after) = probe_answered {
-                        // The shell has read the line after the command: the reply has ended,
-                        // in these bytes, or its end was lost.
+                    if let Some(after) = self.probes.find_in(&data) {
+                        // The shell has read a line sent after the command: the reply has
+                        // ended, in these bytes, or its end was lost.
                         self.hvc0_buf = data.split_off(after);
                         return match self.push_reply(&data)? {
-                            Some((reply, _answer)) => Ok(reply),
+                            Some((reply, _answer)) => {
+                                let rest = std::mem::take(&mut self.hvc0_buf);
+                                Ok(self.after_probed_reply(reply, rest).await)
+                            }
                             None => Err(self.abandon_pending(|_| ShellError::Reply(ReplyError::EndLost))),
                         };
                     }
-                    let probe = pending.probe.take();
-                    match self.push_reply(&data) {
-                        Ok(Some((reply, rest))) => return Ok(self.after_probed_reply(reply, rest, probe).await),
-                        Ok(None) => {
-                            if let Some(pending) = self.pending.as_mut() {
-                                pending.probe = probe;
-                            }
-                        }
-                        Err(e) => {
-                            // The error ends the command; the probe's answer is still due.
-                            self.resync_needed |= probe.is_some();
-                            return Err(e);
-                        }
+                    // An error ends the command; answers still due make the next exchange
+                    // resync.
+                    if let Some((reply, rest)) = self.push_reply(&data)? {
+                        return Ok(self.after_probed_reply(reply, rest).await);
                     }
                 }
             }
@@ -576,29 +581,25 @@ impl Shell {
         }
     }
 
-    /// A reply has ended before its probe's answer arrived: read up to the answer, which the
-    /// shell prints at once, so that it is not taken for stray output; where it does not come
-    /// in time, the next exchange resyncs.
-    async fn after_probed_reply(&mut self, reply: Reply, mut rest: Vec<u8>, probe: Option<Probe>) -> Reply {
-        let Some(Probe { answer, .. }) = probe else {
-            self.hvc0_buf = rest;
-            return reply;
-        };
-        // Still due if this future is dropped while it waits.
-        self.resync_needed = true;
-        let wait = async {
+    /// A reply has ended with probes' answers still due: read up to the last, which the shell
+    /// prints at once, so that none is taken for stray output (`rest`: what followed the
+    /// reply). Where they do not come in time, the next exchange resyncs.
+    async fn after_probed_reply(&mut self, reply: Reply, mut rest: Vec<u8>) -> Reply {
+        let answered = async {
             loop {
-                if let Some(at) = memmem::find(&rest, &answer) {
-                    rest.drain(at..at + answer.len());
-                    return true;
+                while let Some(after) = self.probes.find_in(&rest) {
+                    rest.drain(..after);
+                }
+                if self.probes.is_empty() {
+                    return;
                 }
                 match self.hvc0_chunks.recv().await {
-                    Some(more) => rest.extend_from_slice(&more),
-                    None => return false,
+                    Some(more) => rest = more,
+                    None => return,
                 }
             }
         };
-        self.resync_needed = !matches!(tokio::time::timeout(PROBE_ANSWER_TIMEOUT, wait).await, Ok(true));
+        let _in_time = tokio::time::timeout(PROBE_ANSWER_TIMEOUT, answered).await;
         self.hvc0_buf = rest;
         reply
     }
@@ -817,7 +818,6 @@ mod tests {
             framing: Framing::Console,
             lingering_notice: awaited.lingering_notice(),
             kill_if_abandoned: Some(command.to_owned()),
-            probe: None,
         });
     }
 
@@ -828,7 +828,7 @@ mod tests {
         let (mut shell, mut backdoor) = console_shell().await;
         let reply = exchange(&mut shell, "sleep 3; echo late").await;
         assert_eq!(reply.output, b"late\n");
-        assert!(!shell.resync_needed, "the probe's answer was read");
+        assert!(shell.probes.is_empty(), "the probe's answer was read");
         assert_eq!(shell.take_stray_output(), b"");
         assert_eq!(exchange(&mut shell, "echo next").await.output, b"next\n");
         drop(shell);
@@ -848,6 +848,44 @@ mod tests {
             .expect_err("the end was lost");
         assert!(matches!(error, ShellError::Reply(ReplyError::EndLost)), "{error}");
         assert_eq!(exchange(&mut shell, "echo new").await.output, b"new\n");
+        drop(shell);
+        let _ = backdoor.kill();
+        let _ = backdoor.wait();
+    }
+
+    /// A probe whose answer the console dropped (played by one never sent) is made up for by
+    /// another: the dropped end is still found, and the shell stays in step.
+    #[tokio::test]
+    async fn a_lost_answer_is_made_up_for_by_another_probe() {
+        let (mut shell, mut backdoor) = console_shell().await;
+        let _never_sent = shell.probes.send(shell.received.bytes());
+        send_with_its_end_dropped(&mut shell, "echo old").await;
+        let error = tokio::time::timeout(Duration::from_secs(8), shell.receive(|| {}))
+            .await
+            .expect("another probe's answer within 8 s")
+            .expect_err("the end was lost");
+        assert!(matches!(error, ShellError::Reply(ReplyError::EndLost)), "{error}");
+        assert_eq!(exchange(&mut shell, "echo new").await.output, b"new\n");
+        assert!(shell.probes.is_empty());
+        drop(shell);
+        let _ = backdoor.kill();
+        let _ = backdoor.wait();
+    }
+
+    /// A reply that ends while an answer is due, which then does not come, leaves the answer
+    /// to the next exchange: its resync settles it, output meanwhile is not taken for stray,
+    /// and the next command gets its own reply.
+    #[tokio::test]
+    async fn an_answer_still_due_after_a_reply_is_settled_by_the_next_exchange() {
+        let (mut shell, mut backdoor) = console_shell().await;
+        let frame = Frame::new("echo first", Framing::Console, None, None).expect("frame");
+        shell.send(&frame, None).await.expect("send");
+        let _never_sent = shell.probes.send(shell.received.bytes());
+        assert_eq!(shell.receive(|| {}).await.expect("reply").output, b"first\n");
+        assert!(!shell.probes.is_empty(), "the answer never came");
+        assert_eq!(shell.take_stray_output(), b"", "the resync skips it instead");
+        assert_eq!(exchange(&mut shell, "echo second").await.output, b"second\n");
+        assert!(shell.probes.is_empty());
         drop(shell);
         let _ = backdoor.kill();
         let _ = backdoor.wait();
