@@ -148,10 +148,11 @@ pub enum Error {
         #[source]
         source: NulInCommand,
     },
-    /// The guest sent nothing for a long time after a command's own timeout.
+    /// The guest did not answer long after a command's own timeout.
     #[error(
-        "{machine}: the guest sent nothing for {} seconds after the {}-second timeout of `{command}`; it seems hung",
-        silent.as_secs(),
+        "{machine}: the guest did not answer within {} seconds after the {}-second timeout of `{command}`; it seems \
+         hung",
+        waited.as_secs(),
         crate::config::format_seconds(*timeout)
     )]
     GuestHung {
@@ -161,18 +162,18 @@ pub enum Error {
         command: String,
         /// The command's timeout.
         timeout: Duration,
-        /// How long the guest was silent after it.
-        silent: Duration,
+        /// How long the host waited after it.
+        waited: Duration,
     },
     /// On the console (a guest without ntd's output port), the end of a command's reply did
-    /// not arrive, and the guest sent nothing for a long time after the command's own
-    /// timeout: the console may have dropped the end, as it drops any bytes the driver
-    /// cannot read in time, or the guest is hung.
+    /// not arrive long after the command's own timeout (the guest went silent): the console
+    /// may have dropped the end, as it drops any bytes the driver cannot read in time, and
+    /// the probes that would have told so, or the guest is hung.
     #[error(
-        "{machine}: the end of the reply to `{command}` did not arrive, and the guest sent nothing for {} seconds \
-         after the command's {}-second timeout: the console dropped it (it drops what the driver cannot read in time, \
-         and this guest has no org.nixos.ntd.out port to carry output losslessly), or the guest is hung",
-        silent.as_secs(),
+        "{machine}: the end of the reply to `{command}` did not arrive within {} seconds after the command's \
+         {}-second timeout: the console dropped it (it drops what the driver cannot read in time, and this guest has \
+         no org.nixos.ntd.out port to carry output losslessly), or the guest is hung",
+        waited.as_secs(),
         crate::config::format_seconds(*timeout)
     )]
     ReplyEndLost {
@@ -182,8 +183,8 @@ pub enum Error {
         command: String,
         /// The command's timeout.
         timeout: Duration,
-        /// How long the guest was silent after it.
-        silent: Duration,
+        /// How long the host waited after it.
+        waited: Duration,
     },
     /// An operation needs a running machine.
     #[error("{machine}: the machine is not running")]

@@ -68,12 +68,34 @@ pub(super) struct Probes {
     outstanding: Vec<Probe>,
     /// The count of bytes received when the last probe was sent.
     received_at_last: u64,
+    /// How many probes were ever sent (for tests).
+    #[cfg(test)]
+    sent: u64,
 }
 
 impl Probes {
     /// No answer is due.
     pub(super) fn is_empty(&self) -> bool {
         self.outstanding.is_empty()
+    }
+
+    /// How many probes were ever sent.
+    #[cfg(test)]
+    pub(super) fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Another probe may go out, whatever the console did (the bound alone).
+    pub(super) fn has_room(&self) -> bool {
+        self.outstanding.len() < MAX_OUTSTANDING
+    }
+
+    /// Forget what was searched: the next bytes given are all that may hold an answer's
+    /// start (they follow a reply's end, or are searched again).
+    pub(super) fn forget_tails(&mut self) {
+        for probe in &mut self.outstanding {
+            probe.tail.clear();
+        }
     }
 
     /// Whether another probe may be sent now that the console has been silent for a while,
@@ -83,7 +105,7 @@ impl Probes {
     /// bytes arrived after its probe was sent. A probe whose answer is merely slow (the
     /// command still runs) gets no company.
     pub(super) fn may_send(&self, received: u64) -> bool {
-        self.outstanding.is_empty() || (received != self.received_at_last && self.outstanding.len() < MAX_OUTSTANDING)
+        self.outstanding.is_empty() || (received != self.received_at_last && self.has_room())
     }
 
     /// A new probe, outstanding from now on; returns the line to send for it.
@@ -93,6 +115,10 @@ impl Probes {
         debug_assert_eq!(answer.len(), ANSWER_LEN);
         self.outstanding.push(Probe { answer, tail: Vec::new() });
         self.received_at_last = received;
+        #[cfg(test)]
+        {
+            self.sent += 1;
+        }
         format!("printf '\\n%s s\\n' {nonce}\n").into_bytes()
     }
 
@@ -104,9 +130,7 @@ impl Probes {
             self.outstanding.iter_mut().enumerate().find_map(|(index, probe)| Some((index, probe.find_in(data)?)))?;
         self.outstanding.drain(..=index);
         // Later answers come after this one: nothing before it is theirs.
-        for probe in &mut self.outstanding {
-            probe.tail.clear();
-        }
+        self.forget_tails();
         Some(after)
     }
 
@@ -129,6 +153,26 @@ mod tests {
     fn answer_of(line: &[u8]) -> Vec<u8> {
         let nonce = String::from_utf8_lossy(line).split_whitespace().last().expect("a nonce").to_owned();
         format!("\n{nonce} s\n").into_bytes()
+    }
+
+    fn one_probe(answer: &[u8]) -> Probes {
+        Probes { outstanding: vec![Probe { answer: answer.to_vec(), tail: Vec::new() }], ..Probes::default() }
+    }
+
+    /// Bytes searched twice (what follows a reply's end was searched with the reply) match
+    /// only once the tails are forgotten: an answer cut short at the chunk's end is not taken
+    /// for a whole one.
+    #[test]
+    fn bytes_searched_again_after_forgetting_the_tails_match_only_a_whole_answer() {
+        let mut probes = Probes::default();
+        let answer = answer_of(&probes.send(0));
+        let mut chunk = b"reply".to_vec();
+        chunk.extend_from_slice(&answer[..answer.len() - 1]);
+        assert_eq!(probes.find_in(&chunk), None);
+        probes.forget_tails();
+        let rest = &chunk[5..];
+        assert_eq!(probes.find_in(rest), None, "the answer's last byte has not come");
+        assert_eq!(probes.find_in(b"\n"), Some(1));
     }
 
     #[test]
@@ -154,8 +198,7 @@ mod tests {
         let end = stream.len();
         stream.extend_from_slice(b"later");
         for cut in 0..=stream.len() {
-            let mut probes =
-                Probes { outstanding: vec![Probe { answer: answer.clone(), tail: Vec::new() }], received_at_last: 0 };
+            let mut probes = one_probe(&answer);
             let found = match probes.find_in(&stream[..cut]) {
                 Some(after) => Some(after),
                 None => probes.find_in(&stream[cut..]).map(|after| cut + after),
@@ -163,8 +206,7 @@ mod tests {
             assert_eq!(found, Some(end), "cut at {cut}");
             assert!(probes.is_empty());
         }
-        let mut probes =
-            Probes { outstanding: vec![Probe { answer: answer.clone(), tail: Vec::new() }], received_at_last: 0 };
+        let mut probes = one_probe(&answer);
         let byte_by_byte =
             stream.iter().enumerate().find_map(|(at, byte)| probes.find_in(&[*byte]).map(|after| at + after));
         assert_eq!(byte_by_byte, Some(end));

@@ -23,10 +23,13 @@ use crate::log;
 use crate::machine::{Error, ExecuteOptions, Result};
 
 /// A command with a timeout whose reply has not ended by then: the host gives up on the
-/// guest once it has sent nothing for this long since (a guest that cannot even run
-/// `timeout`, or kill, is hung). A reply still arriving is waited for: on the console, the output of a
-/// command is printed after it ended, and a big one takes minutes under emulation.
+/// guest this long after (a guest that cannot even run `timeout`, or kill, is hung). On the
+/// console, this long after the last byte: there the output of a command is printed after it
+/// ended, and a big one takes minutes under emulation.
 const HOST_GRACE: Duration = Duration::from_secs(60);
+/// However long a reply keeps arriving on the console, the host gives up this long after the
+/// command's timeout (a background job writing to the console for ever holds no command).
+const HOST_MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The exit status of a command that ran out of time: `timeout`'s, as upstream reports it.
 const TIMED_OUT_STATUS: i32 = 124;
@@ -95,18 +98,27 @@ fn log_abandoned(machine: &str, abandoned: Option<Abandoned>) {
     }
 }
 
-/// Run `exchange` to its end, or until the guest has sent nothing for [`HOST_GRACE`] since
-/// `timeout` ran out (`None`): a guest still sending is busy, not hung.
-async fn until_silent<T>(exchange: impl Future<Output = T>, timeout: Duration, received: &Received) -> Option<T> {
+/// Run `exchange` to its end, or until the host gives up on the guest (`None`): [`HOST_GRACE`]
+/// after `timeout` ran out, or, where `received` counts the reply's bytes (on the console,
+/// where a command's output is printed after it ended), once the guest has sent nothing for
+/// that long since the timeout or its last byte, and at the latest [`HOST_MAX_WAIT`] after the
+/// timeout. A guest still sending its reply is busy, not hung.
+async fn until_silent<T>(
+    exchange: impl Future<Output = T>,
+    timeout: Duration,
+    received: Option<&Received>,
+) -> Option<T> {
     tokio::pin!(exchange);
     let timed_out_at = Instant::now() + timeout;
+    let give_up_at = || {
+        let last = received.map_or(timed_out_at, Received::last_at);
+        (timed_out_at.max(last) + HOST_GRACE).min(timed_out_at + HOST_MAX_WAIT)
+    };
     loop {
-        // Silence counts from the timeout or from the last byte after it.
-        let deadline = timed_out_at.max(received.last_at()) + HOST_GRACE;
-        if let Ok(done) = tokio::time::timeout_at(deadline, &mut exchange).await {
+        if let Ok(done) = tokio::time::timeout_at(give_up_at(), &mut exchange).await {
             return Some(done);
         }
-        if timed_out_at.max(received.last_at()) + HOST_GRACE <= Instant::now() {
+        if give_up_at() <= Instant::now() {
             return None;
         }
     }
@@ -149,6 +161,7 @@ impl Qemu {
         let earlier_fault = (console.fault_count() != self.faults_at_connect.load(Ordering::SeqCst))
             .then(|| console.last_fault())
             .flatten();
+        let sent_at = Instant::now();
         let guard = AbandonGuard {
             running: Arc::clone(&running),
             machine: name.to_owned(),
@@ -209,7 +222,10 @@ impl Qemu {
                 let bounded = async {
                     match options.timeout {
                         None => Some(exchange.await),
-                        Some(timeout) => until_silent(exchange, timeout, &received).await,
+                        Some(timeout) => {
+                            let reply_bytes = (framing == Framing::Console).then_some(&received);
+                            until_silent(exchange, timeout, reply_bytes).await
+                        }
                     }
                 };
                 let fault = async {
@@ -242,10 +258,11 @@ impl Qemu {
                 // whose end was dropped looks the same; the error says both, and the next
                 // command resynchronises the shell (see `Shell::settle`).
                 let (machine, command) = (name.to_owned(), command.to_owned());
-                let (timeout, silent) = (options.timeout.unwrap_or_default(), HOST_GRACE);
+                let timeout = options.timeout.unwrap_or_default();
+                let waited = sent_at.elapsed().saturating_sub(timeout);
                 return Err(match framing {
-                    Framing::Port => Error::GuestHung { machine, command, timeout, silent },
-                    Framing::Console => Error::ReplyEndLost { machine, command, timeout, silent },
+                    Framing::Port => Error::GuestHung { machine, command, timeout, waited },
+                    Framing::Console => Error::ReplyEndLost { machine, command, timeout, waited },
                 });
             }
             Err((fault, when)) => {
@@ -317,7 +334,7 @@ mod tests {
         let received = Received::default();
         let start = Instant::now();
         let never = std::future::pending::<()>();
-        assert_eq!(until_silent(never, Duration::from_secs(30), &received).await, None);
+        assert_eq!(until_silent(never, Duration::from_secs(30), Some(&received)).await, None);
         assert_eq!(start.elapsed(), Duration::from_secs(30) + HOST_GRACE);
     }
 
@@ -326,7 +343,7 @@ mod tests {
         let received = Received::default();
         trickle(&received, Duration::from_secs(1), Duration::from_secs(29));
         let start = Instant::now();
-        assert_eq!(until_silent(std::future::pending::<()>(), Duration::from_secs(30), &received).await, None);
+        assert_eq!(until_silent(std::future::pending::<()>(), Duration::from_secs(30), Some(&received)).await, None);
         assert_eq!(start.elapsed(), Duration::from_secs(30) + HOST_GRACE);
     }
 
@@ -339,10 +356,24 @@ mod tests {
         trickle(&received, Duration::from_secs(10), Duration::from_secs(300));
         let reply = tokio::time::sleep(Duration::from_secs(250));
         let start = Instant::now();
-        assert_eq!(until_silent(reply, Duration::from_secs(30), &received).await, Some(()));
+        assert_eq!(until_silent(reply, Duration::from_secs(30), Some(&received)).await, Some(()));
         assert_eq!(start.elapsed(), Duration::from_secs(250));
         // The trickle's last byte comes at 300 s.
-        assert_eq!(until_silent(std::future::pending::<()>(), Duration::from_secs(1), &received).await, None);
+        assert_eq!(until_silent(std::future::pending::<()>(), Duration::from_secs(1), Some(&received)).await, None);
         assert_eq!(start.elapsed(), Duration::from_secs(300) + HOST_GRACE);
+    }
+
+    /// Bytes that never stop hold a console command only up to the bound, and a port
+    /// command (whose bytes are not counted) not at all.
+    #[tokio::test(start_paused = true)]
+    async fn endless_bytes_hold_a_command_only_so_long() {
+        let received = Received::default();
+        trickle(&received, Duration::from_secs(10), Duration::from_secs(100_000));
+        let start = Instant::now();
+        assert_eq!(until_silent(std::future::pending::<()>(), Duration::from_secs(30), Some(&received)).await, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(30) + HOST_MAX_WAIT);
+        let start = Instant::now();
+        assert_eq!(until_silent(std::future::pending::<()>(), Duration::from_secs(30), None).await, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(30) + HOST_GRACE);
     }
 }
