@@ -98,6 +98,13 @@ struct Pending {
     kill_if_abandoned: Option<String>,
 }
 
+impl Pending {
+    /// The error for this command's shell gone, with what it had printed.
+    fn disconnected(&self) -> ShellError {
+        ShellError::Disconnected { partial_output: self.decoder.partial_output().to_vec() }
+    }
+}
+
 /// A command whose caller gave up on it, settled when the shell was next needed.
 #[derive(Debug)]
 pub struct Abandoned {
@@ -460,11 +467,7 @@ impl Shell {
             data = match self.next_console_chunk().await {
                 Ok(Some(more)) => more,
                 Ok(None) => Vec::new(),
-                Err(ShellError::Disconnected { .. }) => {
-                    return Err(self.abandon_pending(|pending| ShellError::Disconnected {
-                        partial_output: pending.decoder.partial_output().to_vec(),
-                    }));
-                }
+                Err(ShellError::Disconnected { .. }) => return Err(self.abandon_pending(Pending::disconnected)),
                 Err(e) => return Err(e),
             };
         }
@@ -505,9 +508,6 @@ impl Shell {
             let Some(pending) = self.pending.as_mut() else {
                 return Err(ShellError::Io(io::Error::other("no command is waiting for a reply")));
             };
-            let disconnected = |pending: &Pending| ShellError::Disconnected {
-                partial_output: pending.decoder.partial_output().to_vec(),
-            };
             match (pending.framing, self.out.as_mut()) {
                 (Framing::Port, Some(out)) => {
                     if let Some(at) = memmem::find(&self.hvc0_buf, &pending.lingering_notice) {
@@ -517,7 +517,7 @@ impl Shell {
                     let data = if self.out_buf.is_empty() {
                         tokio::select! {
                             read = out.read(&mut chunk) => match read? {
-                                0 => return Err(self.abandon_pending(disconnected)),
+                                0 => return Err(self.abandon_pending(Pending::disconnected)),
                                 n => {
                                     self.received.add(n);
                                     chunk[..n].to_vec()
@@ -527,7 +527,7 @@ impl Shell {
                             more = self.hvc0_chunks.recv() => {
                                 match more {
                                     Some(more) => self.hvc0_buf.extend_from_slice(&more),
-                                    None => return Err(self.abandon_pending(disconnected)),
+                                    None => return Err(self.abandon_pending(Pending::disconnected)),
                                 }
                                 continue;
                             }
@@ -546,7 +546,9 @@ impl Shell {
                             Ok(Some(more)) => self.hvc0_buf = more,
                             // A probe went out.
                             Ok(None) => continue,
-                            Err(ShellError::Disconnected { .. }) => return Err(self.abandon_pending(disconnected)),
+                            Err(ShellError::Disconnected { .. }) => {
+                                return Err(self.abandon_pending(Pending::disconnected));
+                            }
                             Err(e) => return Err(e),
                         }
                     }
@@ -554,13 +556,13 @@ impl Shell {
                     if let Some(after) = self.probes.find_in(&data) {
                         // The shell has read a line sent after the command: the reply has
                         // ended, in these bytes, or its end was lost.
-                        self.hvc0_buf = data.split_off(after);
+                        let rest = data.split_off(after);
                         return match self.push_reply(&data)? {
-                            Some((reply, _answer)) => {
-                                let rest = std::mem::take(&mut self.hvc0_buf);
-                                Ok(self.after_probed_reply(reply, rest).await)
+                            Some((reply, _answer)) => Ok(self.after_probed_reply(reply, rest).await),
+                            None => {
+                                self.hvc0_buf = rest;
+                                Err(self.abandon_pending(|_| ShellError::Reply(ReplyError::EndLost)))
                             }
-                            None => Err(self.abandon_pending(|_| ShellError::Reply(ReplyError::EndLost))),
                         };
                     }
                     // An error ends the command; answers still due make the next exchange
@@ -729,7 +731,7 @@ mod tests {
 
     /// A real bash as the backdoor, on one end of a socket pair (no ports: the console
     /// framing), through the marker and the setup.
-    async fn console_shell() -> (Shell, std::process::Child) {
+    async fn console_shell() -> (Shell, Backdoor) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socket pair");
         let theirs: OwnedFd = theirs.into();
         let backdoor = Command::new("bash")
@@ -743,7 +745,17 @@ mod tests {
         let mut shell = Shell::new(UnixStream::from_std(ours).expect("tokio stream"), None, None);
         shell.wait_for_marker(|_| {}).await.expect("marker");
         assert_eq!(shell.set_up().await.expect("setup"), Mode::Console);
-        (shell, backdoor)
+        (shell, Backdoor(backdoor))
+    }
+
+    /// The backdoor's bash, killed and reaped when the test ends.
+    struct Backdoor(std::process::Child);
+
+    impl Drop for Backdoor {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 
     /// Send `command` and read its reply, within 10 s.
@@ -759,7 +771,7 @@ mod tests {
     /// A real bash driven through a few commands and unframed lines.
     #[tokio::test]
     async fn a_real_shell_on_the_console_framing() {
-        let (mut shell, mut backdoor) = console_shell().await;
+        let (mut shell, _backdoor) = console_shell().await;
         let mut run = async |command: &str, timeout: Option<Duration>| {
             let frame = Frame::new(command, Framing::Console, timeout, None).expect("frame");
             shell.send(&frame, None).await.expect("send");
@@ -791,16 +803,13 @@ mod tests {
         let frame = Frame::new("echo framed", Framing::Console, None, None).expect("frame");
         shell.send(&frame, None).await.expect("send");
         assert_eq!(shell.receive(|| {}).await.expect("reply").output, b"framed\n");
-        drop(shell);
-        let _ = backdoor.kill();
-        let _ = backdoor.wait();
     }
 
     /// A reply nobody reads (its caller gave up while the command ran) is skipped once the
     /// command has ended, and the next command gets its own reply.
     #[tokio::test]
     async fn a_reply_given_up_on_is_skipped_on_the_console() {
-        let (mut shell, mut backdoor) = console_shell().await;
+        let (mut shell, _backdoor) = console_shell().await;
         let frame = Frame::new("sleep 0.5; echo old", Framing::Console, None, None).expect("frame");
         shell.send(&frame, Some("sleep 0.5; echo old".to_owned())).await.expect("send");
         // The caller gives up at once, before a byte of the reply arrived.
@@ -813,9 +822,6 @@ mod tests {
         assert!(bytes > 4, "{bytes}");
         assert_eq!(shell.receive(|| {}).await.expect("reply").output, b"new\n");
         assert_eq!(exchange(&mut shell, "echo after").await.output, b"after\n");
-        drop(shell);
-        let _ = backdoor.kill();
-        let _ = backdoor.wait();
     }
 
     /// Send `command` as a frame whose reply's end the console drops: played here by
@@ -836,23 +842,20 @@ mod tests {
     /// taken for stray output, and the shell stays in step.
     #[tokio::test]
     async fn a_slow_reply_is_probed_and_the_answer_consumed() {
-        let (mut shell, mut backdoor) = console_shell().await;
+        let (mut shell, _backdoor) = console_shell().await;
         let reply = exchange(&mut shell, "sleep 3; echo late").await;
         assert_eq!(reply.output, b"late\n");
         assert_eq!(shell.probes.sent(), 1, "one probe for the silence");
         assert!(shell.probes.is_empty(), "the probe's answer was read");
         assert_eq!(shell.take_stray_output(), b"");
         assert_eq!(exchange(&mut shell, "echo next").await.output, b"next\n");
-        drop(shell);
-        let _ = backdoor.kill();
-        let _ = backdoor.wait();
     }
 
     /// A reply whose end the console dropped is an error as soon as the probe's answer
     /// arrives, not at the command's timeout; the next command gets its own reply.
     #[tokio::test]
     async fn a_dropped_end_is_found_by_the_probe() {
-        let (mut shell, mut backdoor) = console_shell().await;
+        let (mut shell, _backdoor) = console_shell().await;
         send_with_its_end_dropped(&mut shell, "echo old").await;
         let error = tokio::time::timeout(Duration::from_secs(5), shell.receive(|| {}))
             .await
@@ -860,16 +863,13 @@ mod tests {
             .expect_err("the end was lost");
         assert!(matches!(error, ShellError::Reply(ReplyError::EndLost)), "{error}");
         assert_eq!(exchange(&mut shell, "echo new").await.output, b"new\n");
-        drop(shell);
-        let _ = backdoor.kill();
-        let _ = backdoor.wait();
     }
 
     /// A probe whose answer the console dropped (played by one never sent) is made up for by
     /// another: the dropped end is still found, and the shell stays in step.
     #[tokio::test]
     async fn a_lost_answer_is_made_up_for_by_another_probe() {
-        let (mut shell, mut backdoor) = console_shell().await;
+        let (mut shell, _backdoor) = console_shell().await;
         let _never_sent = shell.probes.send(shell.received.bytes());
         send_with_its_end_dropped(&mut shell, "echo old").await;
         let error = tokio::time::timeout(Duration::from_secs(8), shell.receive(|| {}))
@@ -879,9 +879,6 @@ mod tests {
         assert!(matches!(error, ShellError::Reply(ReplyError::EndLost)), "{error}");
         assert_eq!(exchange(&mut shell, "echo new").await.output, b"new\n");
         assert!(shell.probes.is_empty());
-        drop(shell);
-        let _ = backdoor.kill();
-        let _ = backdoor.wait();
     }
 
     /// A reply that ends while an answer is due, which then does not come, leaves the answer
@@ -889,7 +886,7 @@ mod tests {
     /// and the next command gets its own reply.
     #[tokio::test]
     async fn an_answer_still_due_after_a_reply_is_settled_by_the_next_exchange() {
-        let (mut shell, mut backdoor) = console_shell().await;
+        let (mut shell, _backdoor) = console_shell().await;
         let frame = Frame::new("echo first", Framing::Console, None, None).expect("frame");
         shell.send(&frame, None).await.expect("send");
         let _never_sent = shell.probes.send(shell.received.bytes());
@@ -897,23 +894,17 @@ mod tests {
         assert!(!shell.probes.is_empty(), "the answer never came");
         assert_eq!(exchange(&mut shell, "echo second").await.output, b"second\n");
         assert!(shell.probes.is_empty());
-        drop(shell);
-        let _ = backdoor.kill();
-        let _ = backdoor.wait();
     }
 
     /// Where the caller gave up on a reply whose end the console dropped, the next command
     /// still gets its own reply: waiting for the lost end would wait forever.
     #[tokio::test]
     async fn a_reply_whose_end_was_dropped_does_not_stop_the_next_command() {
-        let (mut shell, mut backdoor) = console_shell().await;
+        let (mut shell, _backdoor) = console_shell().await;
         send_with_its_end_dropped(&mut shell, "echo old").await;
         assert!(tokio::time::timeout(Duration::from_millis(500), shell.receive(|| {})).await.is_err());
         assert_eq!(exchange(&mut shell, "echo new").await.output, b"new\n");
         // Nothing of the old reply is left to be taken for stray output.
         assert_eq!(shell.take_stray_output(), b"");
-        drop(shell);
-        let _ = backdoor.kill();
-        let _ = backdoor.wait();
     }
 }
